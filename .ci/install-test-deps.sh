@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests (tests/, package `harness`) need on a
+# Debian bookworm machine: the PostgreSQL server and client from Debian, and
+# moto's S3 server from PyPI. Meant to run as root; idempotent (whatever is
+# already there and working is left alone).
+#
+# The tests start their own throwaway clusters with initdb/pg_ctl; they never
+# use the package's default cluster, which this script keeps stopped.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "install-test-deps: $*" >&2; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo -E)
+    else
+        log "warning: not root and no sudo; installing may fail"
+    fi
+fi
+
+# --- PostgreSQL --------------------------------------------------------------
+
+pkg_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+missing=()
+for pkg in postgresql postgresql-client; do
+    pkg_installed "$pkg" || missing+=("$pkg")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    # Keep the postinst from starting the default cluster (invoke-rc.d obeys
+    # policy-rc.d). Only if no policy is in place already.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"
+        trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+    fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # If a default cluster got started anyway (e.g. by systemd), stop it:
+    # the tests don't use it.
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+        pg_lsclusters --no-header 2>/dev/null | while read -r ver name _port status _rest; do
+            if [ "$status" = online ]; then
+                log "stopping default cluster $ver/$name"
+                "${SUDO[@]}" pg_ctlcluster "$ver" "$name" stop || true
+            fi
+        done
+    fi
+fi
+
+initdb_found=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$initdb_found" ]; then
+    log "error: no /usr/lib/postgresql/<major>/bin/initdb after installing"
+    exit 1
+fi
+log "postgres: $("$(dirname "$initdb_found")/pg_ctl" --version)"
+
+# --- moto's S3 server --------------------------------------------------------
+
+# The command the harness runs: moto_server on PATH, else python3 -m moto.server.
+moto_cmd() {
+    if command -v moto_server >/dev/null 2>&1; then
+        echo moto_server
+    else
+        echo python3 -m moto.server
+    fi
+}
+
+# Start the server on a free port and check that it answers HTTP.
+moto_works() {
+    local cmd
+    read -r -a cmd <<<"$(moto_cmd)"
+    python3 - "${cmd[@]}" <<'PY'
+import socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
+
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+port = s.getsockname()[1]
+s.close()
+with tempfile.TemporaryFile() as out:
+    try:
+        p = subprocess.Popen(sys.argv[1:] + ["-H", "127.0.0.1", "-p", str(port)],
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    except OSError as e:
+        sys.exit(f"cannot run {sys.argv[1:]}: {e}")
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if p.poll() is not None:
+                out.seek(0)
+                sys.exit(out.read().decode(errors="replace")[-2000:])
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                sys.exit(0)
+            except urllib.error.HTTPError:
+                sys.exit(0)  # it answered
+            except OSError:
+                time.sleep(0.2)
+        sys.exit("moto did not answer within 60s")
+    finally:
+        p.kill()
+        p.wait()
+PY
+}
+
+# 5.2.5 or later: 5.2.1 answers CompleteMultipartUpload with the wrong XML root element,
+# which aws-sdk-s3 rightly rejects.
+MOTO_VERSION=5.2.5
+moto_version_ok() {
+    python3 -c "import moto; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null
+}
+
+if moto_version_ok && moto_works 2>/dev/null; then
+    log "moto: already working ($(moto_cmd))"
+else
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        log "installing python3-pip"
+        "${SUDO[@]}" apt-get update -qq
+        "${SUDO[@]}" apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+    fi
+    log "installing moto[server] with pip"
+    # Debian's own python3 is "externally managed" (PEP 668); a throwaway
+    # test machine may install into it anyway.
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
+        python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    # pyenv only makes a shim for a new console script on rehash.
+    if command -v pyenv >/dev/null 2>&1; then
+        pyenv rehash || true
+    fi
+    hash -r
+    if ! moto_works; then
+        log "error: moto's server does not start ($(moto_cmd))"
+        exit 1
+    fi
+    log "moto: installed ($(moto_cmd))"
+fi

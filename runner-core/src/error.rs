@@ -1,0 +1,118 @@
+//! The job's error type and the exit-code table a Kubernetes `podFailurePolicy` can act on.
+
+use crate::env::ConfigError;
+
+/// Why a job failed. Each variant maps to one exit code, so orchestration can tell a bad config
+/// (do not retry) from an unreachable server (retry later).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// Authentication failed, or the role or database does not exist.
+    #[error("the database refused the connection: {0}")]
+    DbRefused(String),
+    #[error("cannot reach the database: {0}")]
+    DbUnavailable(String),
+    /// Server, client tools and backup format do not fit together.
+    #[error("incompatible versions: {0}")]
+    Incompatible(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("{tool} failed ({status}): {detail}")]
+    Tool {
+        tool: String,
+        status: String,
+        detail: String,
+    },
+    /// The backup is missing, incomplete or corrupt.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    #[error("interrupted by {0}: the job was stopped before it finished")]
+    Interrupted(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Config(_) => ExitCode::Config,
+            Error::DbRefused(_) => ExitCode::DbRefused,
+            Error::DbUnavailable(_) => ExitCode::DbUnavailable,
+            Error::Incompatible(_) => ExitCode::Incompatible,
+            Error::Storage(_) => ExitCode::Storage,
+            Error::Tool { .. } => ExitCode::ToolFailed,
+            Error::Integrity(_) => ExitCode::Integrity,
+            Error::Interrupted("SIGINT") => ExitCode::InterruptedInt,
+            Error::Interrupted(_) => ExitCode::InterruptedTerm,
+            Error::Internal(_) => ExitCode::Internal,
+        }
+    }
+
+    pub fn storage(context: &str, err: impl std::fmt::Display) -> Error {
+        Error::Storage(format!("{context}: {err}"))
+    }
+}
+
+/// The process exit codes. Documented in the README; stable across releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Success = 0,
+    /// A bug or an unexpected condition.
+    Internal = 1,
+    /// Bad configuration: fix the job, do not retry.
+    Config = 2,
+    /// Authentication failed or the role/database does not exist: do not retry.
+    DbRefused = 3,
+    /// Database unreachable (network, DNS, timeout): may be retried.
+    DbUnavailable = 4,
+    /// Server newer than the image's tools, or a backup from a newer tool: use another image.
+    Incompatible = 5,
+    /// Object storage unreachable, denied or failing: may be retried.
+    Storage = 6,
+    /// The dump or restore tool exited non-zero: may be retried.
+    ToolFailed = 7,
+    /// The backup is missing its manifest, truncated or corrupt: do not retry.
+    Integrity = 8,
+    /// Stopped by SIGINT (128 + 2).
+    InterruptedInt = 130,
+    /// Stopped by SIGTERM (128 + 15), as `docker stop`, Kubernetes and Cloud Run send.
+    InterruptedTerm = 143,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let errors = [
+            Error::Config(ConfigError { problems: vec![] }),
+            Error::DbRefused(String::new()),
+            Error::DbUnavailable(String::new()),
+            Error::Incompatible(String::new()),
+            Error::Storage(String::new()),
+            Error::Tool {
+                tool: String::new(),
+                status: String::new(),
+                detail: String::new(),
+            },
+            Error::Integrity(String::new()),
+            Error::Interrupted("SIGINT"),
+            Error::Interrupted("SIGTERM"),
+            Error::Internal(String::new()),
+        ];
+        let mut codes: Vec<u8> = errors.iter().map(|e| e.exit_code() as u8).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), errors.len());
+        assert!(!codes.contains(&0));
+    }
+}

@@ -1,0 +1,164 @@
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+
+use super::{choose_part_size, human, parts_in_flight, Progress};
+use crate::codec::{Encoder, Metered};
+use crate::config::Operation;
+use crate::config::{Config, StorageConfig};
+use crate::engine::{with_hint, Engine, ServerInfo};
+use crate::error::Error;
+use crate::keys::backup_key;
+use crate::manifest::{manifest_key, CompressionInfo, Manifest, MANIFEST_VERSION};
+use crate::storage::Storage;
+
+const TOOL_READ_BUFFER: usize = 256 << 10;
+
+/// Dumps the database into storage and writes the manifest. On error the caller aborts the
+/// pending upload; no manifest is written, so the failed backup is never mistaken for one.
+pub async fn backup<E: Engine>(
+    engine: &E,
+    cfg: &Config,
+    storage: &Storage,
+    server: &ServerInfo,
+    progress: &Progress,
+) -> Result<Manifest, Error> {
+    let info = E::info();
+    let started_at = Utc::now();
+    let key = backup_key(
+        cfg.backup_path.as_deref(),
+        cfg.key_prefix.as_deref(),
+        info,
+        &cfg.db.name,
+        &cfg.job_id,
+        cfg.compression,
+        started_at,
+    );
+    let (override_size, concurrency) = match &cfg.storage {
+        StorageConfig::S3(s3) => (s3.part_size, s3.concurrency),
+        StorageConfig::Local { .. } => (None, 1),
+    };
+    let part_size = choose_part_size(override_size, server.size_bytes);
+    let in_flight = parts_in_flight(part_size, concurrency);
+    tracing::info!(
+        phase = "dump",
+        object = %storage.describe(&key),
+        part_size,
+        parts_in_flight = in_flight,
+        "starting the dump ({} per part)",
+        human(part_size)
+    );
+
+    let command = engine.backup_command(&cfg.db)?;
+    tracing::info!(phase = "dump", "running {}", command.display());
+    let mut tool = command.spawn(Stdio::null(), Stdio::piped())?;
+    let dump = Metered::counting(tool.take_stdout(), progress.raw.clone());
+    let mut stream = Encoder::new(
+        BufReader::with_capacity(TOOL_READ_BUFFER, dump),
+        cfg.compression,
+    );
+
+    let mut upload = storage.upload(&key, part_size, in_flight);
+    let mut hasher = Sha256::new();
+    let mut stored: u64 = 0;
+    // A full part is held back until the next read shows whether it is the last one.
+    let mut held: Option<Bytes> = None;
+    let last = loop {
+        let chunk = match read_part(&mut stream, part_size as usize).await {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                // A broken stream usually means the tool died: its status explains more.
+                drop(stream);
+                tool.wait()
+                    .await
+                    .map_err(|e| with_hint(engine, Operation::Backup, e))?;
+                return Err(Error::Internal(format!(
+                    "reading the dump stream failed: {e}"
+                )));
+            }
+        };
+        hasher.update(&chunk);
+        stored += chunk.len() as u64;
+        progress
+            .stored
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let full = chunk.len() as u64 == part_size;
+        if let Some(previous) = held.take() {
+            upload.part(previous).await?;
+        }
+        if full {
+            held = Some(chunk);
+        } else {
+            break chunk;
+        }
+    };
+    drop(stream);
+
+    // The pipe's end says nothing about success: the dump tool's exit status does.
+    tool.wait()
+        .await
+        .map_err(|e| with_hint(engine, Operation::Backup, e))?;
+    let raw_bytes = progress.raw.load(Ordering::Relaxed);
+    if raw_bytes == 0 {
+        return Err(Error::Tool {
+            tool: info.display_name.to_string() + " dump",
+            status: "exit code 0".into(),
+            detail: "the dump tool wrote no data; refusing to store an empty backup".into(),
+        });
+    }
+
+    // A stale manifest under the same key must not describe the new object.
+    let manifest_key = manifest_key(&key);
+    storage.delete(&manifest_key).await?;
+    let parts = upload.complete(last).await?;
+
+    let finished_at = Utc::now();
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        job_id: cfg.job_id.clone(),
+        engine: info.name.to_string(),
+        engine_version: info.built_for.map(str::to_string),
+        server_version: server.server_version.clone(),
+        client_version: server.client_version.clone(),
+        runner_version: env!("CARGO_PKG_VERSION").to_string(),
+        database: cfg.db.name.clone(),
+        format: info.format.to_string(),
+        compression: CompressionInfo {
+            algorithm: cfg.compression.algorithm,
+            level: cfg.compression.level,
+        },
+        object_key: key,
+        bytes: stored,
+        raw_bytes,
+        sha256: hex::encode(hasher.finalize()),
+        part_size,
+        parts,
+        started_at,
+        finished_at,
+        duration_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
+        retention_days: cfg.retention_days,
+        expires_at: cfg
+            .retention_days
+            .map(|d| finished_at + chrono::Duration::days(d as i64)),
+        warnings: server.warnings.clone(),
+    };
+    storage
+        .put(&manifest_key, Bytes::from(manifest.to_json()))
+        .await?;
+    Ok(manifest)
+}
+
+/// Reads until `size` bytes or the end of the stream.
+async fn read_part<R: AsyncRead + Unpin>(stream: &mut R, size: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        if stream.read_buf(&mut buf).await? == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,150 @@
+use std::process::Stdio;
+
+use tokio::io::{AsyncWriteExt, BufReader};
+
+use super::Progress;
+use crate::codec::{Decoder, Metered};
+use crate::config::Config;
+use crate::config::Operation;
+use crate::engine::{with_hint, Engine, ServerInfo};
+use crate::error::Error;
+use crate::manifest::{manifest_key, Manifest};
+use crate::storage::Storage;
+
+const DECODED_BUFFER: usize = 256 << 10;
+
+pub struct RestoreOutcome {
+    pub manifest: Manifest,
+}
+
+/// Streams a backup into the restore tool. The object is hashed as it flows and the tool's
+/// input is closed only after the checksum and size match the manifest; on a mismatch the tool
+/// is killed before it sees the end of its input.
+pub async fn restore<E: Engine>(
+    engine: &E,
+    cfg: &Config,
+    storage: &Storage,
+    server: &ServerInfo,
+    progress: &Progress,
+) -> Result<RestoreOutcome, Error> {
+    let info = E::info();
+    let key = cfg
+        .backup_path
+        .as_deref()
+        .ok_or_else(|| Error::Internal("restore without BACKUP_PATH".into()))?;
+    let manifest = read_manifest(storage, key).await?;
+    if manifest.engine != info.name {
+        return Err(Error::Incompatible(format!(
+            "{} holds a {} backup; restore it with the backup-runner-{} image",
+            storage.describe(key),
+            manifest.engine,
+            manifest.engine
+        )));
+    }
+    tracing::info!(
+        phase = "restore",
+        object = %storage.describe(key),
+        bytes = manifest.bytes,
+        server_version = %manifest.server_version,
+        taken_at = %manifest.finished_at,
+        "restoring a backup of database {:?} into {:?}",
+        manifest.database,
+        cfg.db.name
+    );
+    engine.prepare_restore(&cfg.db, server, &manifest).await?;
+
+    let (object, size) = storage.open(key).await?;
+    if let Some(size) = size {
+        if size != manifest.bytes {
+            return Err(Error::Integrity(format!(
+                "{} is {size} bytes but its manifest says {}: the object is truncated or was replaced; nothing was restored",
+                storage.describe(key),
+                manifest.bytes
+            )));
+        }
+    }
+
+    let command = engine.restore_command(&cfg.db, &manifest)?;
+    tracing::info!(phase = "restore", "running {}", command.display());
+    let mut tool = command.spawn(Stdio::piped(), Stdio::null())?;
+    let mut stdin = tool.take_stdin();
+    let metered = Metered::hashing(object, progress.stored.clone());
+    let decoder = Decoder::new(BufReader::new(metered), manifest.compression.algorithm);
+    let mut decoded = Metered::counting(decoder, progress.raw.clone());
+
+    let copied = {
+        let mut reader = BufReader::with_capacity(DECODED_BUFFER, &mut decoded);
+        tokio::io::copy_buf(&mut reader, &mut stdin).await
+    };
+    // A broken pipe means the tool stopped reading; anything else is our input failing.
+    let tool_stopped = matches!(&copied, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+    if let Some(e) = copied.err().filter(|_| !tool_stopped) {
+        let storage_failed = decoded.get_ref().get_ref().get_ref().read_failed();
+        tool.kill().await;
+        return Err(if storage_failed {
+            Error::storage(&format!("reading {} failed", storage.describe(key)), e)
+        } else {
+            Error::Integrity(format!(
+                "{} cannot be decompressed ({e}): the object is corrupt; the restore was stopped before its input ended",
+                storage.describe(key)
+            ))
+        });
+    }
+
+    // Hash the rest of the object too (what follows the compressed stream, or what the tool
+    // did not read): the checksum covers the whole object and explains a tool that choked.
+    let mut rest = decoded.into_inner().into_inner();
+    if let Err(e) = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await {
+        tool.kill().await;
+        return Err(Error::storage("reading the backup object failed", e));
+    }
+    let (bytes, sha256) = rest.into_inner().finish();
+    if bytes != manifest.bytes || sha256 != manifest.sha256 {
+        tool.kill().await;
+        return Err(Error::Integrity(format!(
+            "{} does not match its manifest (read {bytes} bytes with sha256 {sha256}, expected {} bytes with sha256 {}): the restore was stopped before its input ended",
+            storage.describe(key),
+            manifest.bytes,
+            manifest.sha256
+        )));
+    }
+
+    if !tool_stopped {
+        stdin
+            .shutdown()
+            .await
+            .map_err(|e| Error::Internal(format!("closing the restore tool's input: {e}")))?;
+    }
+    drop(stdin);
+    tool.wait()
+        .await
+        .map_err(|e| with_hint(engine, Operation::Restore, e))?;
+    if tool_stopped {
+        return Err(Error::Internal(format!(
+            "{} stopped reading its input but exited successfully",
+            info.display_name
+        )));
+    }
+    Ok(RestoreOutcome { manifest })
+}
+
+async fn read_manifest(storage: &Storage, key: &str) -> Result<Manifest, Error> {
+    let mkey = manifest_key(key);
+    let Some(bytes) = storage.get(&mkey).await? else {
+        let object_exists = storage.exists(key).await?;
+        return Err(Error::Integrity(if object_exists {
+            format!(
+                "{} has no manifest ({} is missing): the backup never completed, so it is not a backup",
+                storage.describe(key),
+                storage.describe(&mkey)
+            )
+        } else {
+            format!(
+                "no backup at {}: check BACKUP_PATH (the object key reported by the backup)",
+                storage.describe(key)
+            )
+        }));
+    };
+    Manifest::from_json(&bytes)
+        .map_err(|e| Error::Integrity(format!("{}: {e}", storage.describe(&mkey))))
+}

@@ -1,0 +1,16 @@
+//! Fixtures for end-to-end tests of backup-runner.
+//!
+//! Every fixture runs a real server as a local process (PostgreSQL, moto's
+//! S3 server) or in-process on its own thread (the callback receiver), bound
+//! to 127.0.0.1 on a free port, and tears it down on drop.
+
+mod callback;
+pub mod pg_sample;
+mod postgres;
+mod s3;
+mod util;
+
+pub use callback::{CallbackReceiver, Recorded};
+pub use postgres::PgServer;
+pub use s3::S3Server;
+pub use util::{free_port, workspace_root};

@@ -63,10 +63,14 @@ pub struct CallbackReceiver {
 }
 
 impl CallbackReceiver {
-    /// Bind a free port and start serving.
+    /// Bind a free port on 127.0.0.1 and start serving.
     pub async fn start() -> Result<CallbackReceiver> {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("bind callback receiver")?;
+        CallbackReceiver::start_on("127.0.0.1").await
+    }
+
+    /// Bind a free port on `ip` (`0.0.0.0` to be reachable from containers) and start serving.
+    pub async fn start_on(ip: &str) -> Result<CallbackReceiver> {
+        let listener = std::net::TcpListener::bind((ip, 0)).context("bind callback receiver")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared::default());
@@ -106,6 +110,11 @@ impl CallbackReceiver {
             shared,
             shutdown: Some(tx),
         })
+    }
+
+    /// `http://<host>:<port>/cb`, for a client that reaches this machine as `host`.
+    pub fn url_via(&self, host: &str) -> String {
+        format!("http://{host}:{}/cb", self.port)
     }
 
     /// `http://127.0.0.1:<port>/cb`

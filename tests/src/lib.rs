@@ -5,12 +5,14 @@
 //! to 127.0.0.1 on a free port, and tears it down on drop.
 
 mod callback;
+pub mod containers;
+pub mod matrix;
 pub mod pg_sample;
 mod postgres;
 mod s3;
 mod util;
 
 pub use callback::{CallbackReceiver, Recorded};
-pub use postgres::PgServer;
-pub use s3::S3Server;
+pub use postgres::{psql, PgServer};
+pub use s3::{S3Api, S3Server};
 pub use util::{free_port, workspace_root};

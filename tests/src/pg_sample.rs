@@ -46,7 +46,9 @@ FROM generate_series(1, 20000) g;
 SELECT setval('invoice_seq', 54321);
 "#;
 
-/// Schema objects, sequence values and per-table checksums, as one comparable text.
+/// Schema objects, sequence values and per-table checksums, as one comparable text. The same
+/// across server versions: NOT NULL, which PostgreSQL 18 also lists as constraints, is compared
+/// through the columns' nullability.
 pub const FINGERPRINT: &str = r#"
 SELECT string_agg(x, E'\n' ORDER BY x) FROM (
   SELECT 'rel ' || c.relname || ' ' || c.relkind::text FROM pg_class c
@@ -61,7 +63,7 @@ SELECT string_agg(x, E'\n' ORDER BY x) FROM (
   UNION ALL SELECT 'seq ' || sequencename || ' ' || coalesce(last_value::text, 'null')
     FROM pg_sequences WHERE schemaname = 'public'
   UNION ALL SELECT 'con ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
-    WHERE connamespace = 'public'::regnamespace
+    WHERE connamespace = 'public'::regnamespace AND contype <> 'n'
   UNION ALL SELECT 'enum ' || t.typname || ' ' || string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
     FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid GROUP BY t.typname
   UNION ALL SELECT 'comment ' || coalesce(obj_description('orders'::regclass, 'pg_class'), '')

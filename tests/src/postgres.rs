@@ -154,57 +154,16 @@ impl PgServer {
 
     /// Like [`PgServer::psql`] but as another role.
     pub async fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Result<String> {
-        let psql = self.client_bin("psql");
-        let mut cmd = tokio::process::Command::new(&psql);
-        cmd.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1"])
-            .arg("-h")
-            .arg(HOST)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-U")
-            .arg(user)
-            .arg("-d")
-            .arg(db);
-        for var in [
-            "PGSERVICE",
-            "PGSERVICEFILE",
-            "PGPASSFILE",
-            "PGOPTIONS",
-            "PGSSLMODE",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("PGPASSWORD", password)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {}", psql.display()))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let sql_owned = sql.to_owned();
-        let writer = tokio::spawn(async move {
-            let r = stdin.write_all(sql_owned.as_bytes()).await;
-            drop(stdin);
-            r
-        });
-        let out = tokio::time::timeout(PSQL_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| anyhow!("psql timed out after {PSQL_TIMEOUT:?}"))??;
-        // A write error (EPIPE) only matters if psql itself succeeded.
-        let write_res = writer.await?;
-        if !out.status.success() {
-            bail!(
-                "psql as {user} on {db} failed ({}): {}\nSQL: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim(),
-                abbreviate(sql, 500)
-            );
-        }
-        write_res.context("write SQL to psql's stdin")?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        psql(
+            &self.client_bin("psql"),
+            HOST,
+            self.port,
+            user,
+            password,
+            db,
+            sql,
+        )
+        .await
     }
 
     fn log_path(&self) -> PathBuf {
@@ -460,4 +419,66 @@ fn abbreviate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+/// Runs SQL (on stdin) with `psql` over TCP as `user`; returns trimmed stdout.
+pub async fn psql(
+    psql: &Path,
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+    sql: &str,
+) -> Result<String> {
+    let mut cmd = tokio::process::Command::new(psql);
+    cmd.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1"])
+        .arg("-h")
+        .arg(host)
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-U")
+        .arg(user)
+        .arg("-d")
+        .arg(db);
+    for var in [
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGPASSFILE",
+        "PGOPTIONS",
+        "PGSSLMODE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawn {}", psql.display()))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let sql_owned = sql.to_owned();
+    let writer = tokio::spawn(async move {
+        let r = stdin.write_all(sql_owned.as_bytes()).await;
+        drop(stdin);
+        r
+    });
+    let out = tokio::time::timeout(PSQL_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow!("psql timed out after {PSQL_TIMEOUT:?}"))??;
+    // A write error (EPIPE) only matters if psql itself succeeded.
+    let write_res = writer.await?;
+    if !out.status.success() {
+        bail!(
+            "psql as {user} on {db} failed ({}): {}\nSQL: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            abbreviate(sql, 500)
+        );
+    }
+    write_res.context("write SQL to psql's stdin")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

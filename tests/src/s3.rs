@@ -28,78 +28,42 @@ const START_ATTEMPTS: usize = 5;
 pub struct S3Server {
     child: Child,
     port: u16,
-    client: Client,
+    api: S3Api,
     log_dir: TempDir,
 }
 
-impl S3Server {
-    /// Start moto on a free port and wait until it answers HTTP.
-    pub async fn start() -> Result<S3Server> {
-        let log_dir = tempfile::Builder::new()
-            .prefix("harness-moto-")
-            .tempdir()
-            .context("create tempdir for moto")?;
-        let log = log_dir.path().join("moto.log");
-        let mut last_err = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            let mut child = spawn_moto(port, &log)?;
-            match wait_ready(&mut child, port, &log).await {
-                Ok(()) => {
-                    let endpoint = format!("http://{HOST}:{port}");
-                    return Ok(S3Server {
-                        child,
-                        port,
-                        client: make_client(&endpoint),
-                        log_dir,
-                    });
-                }
-                Err(e) => {
-                    kill_group(&mut child);
-                    if !tail_file(&log, 8192).contains("already in use") {
-                        return Err(e);
-                    }
-                    last_err = Some(e);
-                }
-            }
+/// Bucket operations for checking what a job left in storage.
+pub struct S3Api {
+    client: Client,
+}
+
+impl S3Api {
+    /// A client for a moto endpoint (any credentials, path style).
+    pub fn new(endpoint: &str) -> S3Api {
+        S3Api {
+            client: make_client(endpoint),
         }
-        Err(last_err.unwrap_or_else(|| anyhow!("moto did not start")))
     }
 
-    /// `http://127.0.0.1:<port>`
-    pub fn endpoint(&self) -> String {
-        format!("http://{HOST}:{}", self.port)
-    }
-
-    /// TCP port moto listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Always `"us-east-1"`.
-    pub fn region(&self) -> &str {
-        REGION
-    }
-
-    /// Access key id accepted by the server (`"test"`).
-    pub fn access_key(&self) -> &str {
-        ACCESS_KEY
-    }
-
-    /// Secret access key accepted by the server (`"test"`).
-    pub fn secret_key(&self) -> &str {
-        SECRET_KEY
-    }
-
-    /// Path to moto's combined stdout/stderr log.
-    pub fn log_path(&self) -> PathBuf {
-        self.log_dir.path().join("moto.log")
-    }
-
-    /// An S3 client for this server (path style, static credentials,
-    /// checksums only when required).
+    /// An S3 client for this server (path style, static credentials, checksums only when
+    /// required).
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The bucket names (also a readiness probe).
+    pub async fn list_buckets(&self) -> Result<Vec<String>> {
+        let out = self
+            .client
+            .list_buckets()
+            .send()
+            .await
+            .map_err(|e| anyhow!("list buckets: {}", DisplayErrorContext(&e)))?;
+        Ok(out
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name().map(str::to_string))
+            .collect())
     }
 
     /// Create a bucket.
@@ -205,6 +169,79 @@ impl S3Server {
                 return Ok(uploads);
             }
         }
+    }
+}
+
+impl std::ops::Deref for S3Server {
+    type Target = S3Api;
+
+    fn deref(&self) -> &S3Api {
+        &self.api
+    }
+}
+
+impl S3Server {
+    /// Start moto on a free port and wait until it answers HTTP.
+    pub async fn start() -> Result<S3Server> {
+        let log_dir = tempfile::Builder::new()
+            .prefix("harness-moto-")
+            .tempdir()
+            .context("create tempdir for moto")?;
+        let log = log_dir.path().join("moto.log");
+        let mut last_err = None;
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let mut child = spawn_moto(port, &log)?;
+            match wait_ready(&mut child, port, &log).await {
+                Ok(()) => {
+                    let endpoint = format!("http://{HOST}:{port}");
+                    return Ok(S3Server {
+                        child,
+                        port,
+                        api: S3Api::new(&endpoint),
+                        log_dir,
+                    });
+                }
+                Err(e) => {
+                    kill_group(&mut child);
+                    if !tail_file(&log, 8192).contains("already in use") {
+                        return Err(e);
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("moto did not start")))
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn endpoint(&self) -> String {
+        format!("http://{HOST}:{}", self.port)
+    }
+
+    /// TCP port moto listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Always `"us-east-1"`.
+    pub fn region(&self) -> &str {
+        REGION
+    }
+
+    /// Access key id accepted by the server (`"test"`).
+    pub fn access_key(&self) -> &str {
+        ACCESS_KEY
+    }
+
+    /// Secret access key accepted by the server (`"test"`).
+    pub fn secret_key(&self) -> &str {
+        SECRET_KEY
+    }
+
+    /// Path to moto's combined stdout/stderr log.
+    pub fn log_path(&self) -> PathBuf {
+        self.log_dir.path().join("moto.log")
     }
 }
 

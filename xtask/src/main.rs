@@ -1,6 +1,9 @@
 //! `cargo xtask <command>`: developer and CI tasks for backup-runner.
 
+mod bootstrap;
 mod demo;
+mod docker;
+mod images;
 
 use std::path::Path;
 use std::process::Command;
@@ -10,15 +13,30 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  demo    start a throwaway PostgreSQL server, seed it, back it up into ./demo-backups,
-          drop it, restore it and compare (installs the test dependencies when missing)
-  deps    install what the demo and the tests need (Debian packages, moto)";
+  demo [cell]
+          without a cell: start a throwaway PostgreSQL server, seed it, back it up into
+          ./demo-backups, drop it, restore it and compare (installs what it needs);
+          with a cell (e.g. postgres-17): the same with the cell's image and server in
+          containers, through an S3 server (bootstraps and builds what is missing)
+  deps    install what the demo and the tests need (Debian packages, moto)
+  bootstrap [--force]
+          make the base and server images locally when they cannot be pulled
+  build [cell…]
+          build the runner binaries and images (all buildable cells of images/matrix.toml)
+  test [cell…]
+          run the image harness: real servers and the runner image, backup → restore → compare
+  push [cell…]
+          push the images to $REGISTRY (tags prefixed with $TAG_PREFIX); skipped without it";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("demo") => demo::run(),
+        Some("demo") => demo::run(&args[1..]),
         Some("deps") => install_deps(),
+        Some("bootstrap") => bootstrap::run(&args[1..]),
+        Some("build") => images::build(&args[1..]),
+        Some("test") => images::test(&args[1..]),
+        Some("push") => images::push(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -44,10 +62,15 @@ pub fn install_deps() -> Result<()> {
     Ok(())
 }
 
-/// Runs a command in the workspace root, failing on a non-zero exit.
+/// Runs cargo in the workspace root, failing on a non-zero exit.
 pub fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with_env(args, &[])
+}
+
+pub fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;

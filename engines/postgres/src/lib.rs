@@ -204,11 +204,19 @@ impl Engine for Postgres {
                 INFO.image_for(&server.major.to_string())
             )));
         }
+        let mut warnings = Vec::new();
+        if operation == Operation::Restore && server.major < client_major {
+            warnings.push(format!(
+                "restoring into PostgreSQL {} with pg_restore {client}: PostgreSQL does not guarantee restores into older servers; if this one fails, use the image {}",
+                server.version,
+                INFO.image_for(&server.major.to_string())
+            ));
+        }
         Ok(ServerInfo {
             server_version: server.version,
             client_version: client,
             size_bytes: Some(server.size),
-            warnings: Vec::new(),
+            warnings,
         })
     }
 
@@ -278,6 +286,9 @@ impl Engine for Postgres {
         match operation {
             Operation::Restore if owner_problem && !self.options.no_owner => Some(
                 "the backup's objects belong to roles this user cannot act as: set RESTORE_NO_OWNER=true to restore them owned by DB_USERNAME (GRANTs are skipped too unless RESTORE_NO_PRIVILEGES=false)",
+            ),
+            Operation::Restore if stderr.contains("unrecognized configuration parameter") => Some(
+                "the target server is older than this image's pg_restore and does not know a setting it sends: restore with the image matching the target server's major version",
             ),
             Operation::Restore if stderr.contains("already exists") && !self.options.clean => Some(
                 "the target already holds some of these objects: restore into an empty database or set RESTORE_CLEAN=true",

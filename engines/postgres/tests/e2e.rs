@@ -611,3 +611,70 @@ fn version_flag_names_the_engine() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callback_failures_are_retried_and_never_fail_the_backup() {
+    let pg = PgServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql("postgres", "CREATE DATABASE shop;").await.unwrap();
+    pg.psql("shop", "CREATE TABLE t AS SELECT 1 AS x;")
+        .await
+        .unwrap();
+    let local = vec![("STORAGE_LOCAL_DIR", dir.path().display().to_string())];
+
+    // Two 500s, then 200: the running callback is delivered on its third attempt.
+    let cb = CallbackReceiver::start().await.unwrap();
+    cb.fail_next(2, 500);
+    let r = run(&join(&[
+        db_vars(&pg, "shop"),
+        local.clone(),
+        callback_vars(&cb, "job-retry"),
+    ]))
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let seen: Vec<(String, u16)> = cb
+        .requests()
+        .iter()
+        .map(|c| (statuses(std::slice::from_ref(c))[0].clone(), c.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("running".to_string(), 500),
+            ("running".to_string(), 500),
+            ("running".to_string(), 200),
+            ("metadata".to_string(), 200),
+            ("success".to_string(), 200)
+        ]
+    );
+
+    // A 4xx is not retried; a receiver that is down does not fail the backup either.
+    let cb = CallbackReceiver::start().await.unwrap();
+    cb.fail_next(1, 401);
+    let r = run(&join(&[
+        db_vars(&pg, "shop"),
+        local.clone(),
+        callback_vars(&cb, "job-401"),
+    ]))
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(statuses(&cb.requests()), ["running", "metadata", "success"]);
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/cb", closed.local_addr().unwrap());
+    drop(closed);
+    let r = run(&join(&[
+        db_vars(&pg, "shop"),
+        local,
+        vec![("CALLBACK_URL", url), ("CALLBACK_MAX_ATTEMPTS", "2".into())],
+    ]))
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("callback not delivered"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("postgres/shop"))
+            .unwrap()
+            .count(),
+        6
+    );
+}

@@ -1,0 +1,329 @@
+//! Containers for the image harness, started with testcontainers from the image names in
+//! `images/matrix.toml`: database servers, the S3 server, and runner jobs (the real image, run
+//! to completion). Everything shares one Docker network per test, so containers reach each other
+//! by name; the host reaches them through mapped ports.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use testcontainers::core::wait::ExitWaitStrategy;
+use testcontainers::core::{Host, IntoContainerPort, Mount, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use crate::postgres::psql;
+use crate::s3::S3Api;
+use crate::util::random_hex;
+
+/// Set to `1` (CI does) to make a missing Docker engine a failure instead of a loud skip.
+pub const REQUIRE_DOCKER_ENV: &str = "HARNESS_REQUIRE_DOCKER";
+/// How a job container reaches the test process (the callback receiver).
+pub const HOST_ALIAS: &str = "host.docker.internal";
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn docker() -> Option<bollard::Docker> {
+    let d = bollard::Docker::connect_with_local_defaults().ok()?;
+    let d = d.negotiate_version().await.ok()?;
+    d.ping().await.ok()?;
+    Some(d)
+}
+
+/// Whether a Docker engine answers and the images exist. Otherwise the test is skipped with a
+/// loud message, or fails when `HARNESS_REQUIRE_DOCKER=1` (CI).
+pub async fn ready_or_skip(test: &str, images: &[String]) -> bool {
+    let problem = match docker().await {
+        None => "no Docker engine answers (start dockerd)".to_string(),
+        Some(d) => {
+            let mut missing = Vec::new();
+            for image in images {
+                if d.inspect_image(image).await.is_err() {
+                    missing.push(image.as_str());
+                }
+            }
+            if missing.is_empty() {
+                return true;
+            }
+            format!(
+                "images {} are missing (cargo xtask bootstrap && cargo xtask build)",
+                missing.join(", ")
+            )
+        }
+    };
+    if std::env::var(REQUIRE_DOCKER_ENV).as_deref() == Ok("1") {
+        panic!("{test}: {problem}, and {REQUIRE_DOCKER_ENV}=1 requires them");
+    }
+    eprintln!(
+        "\n********\n* SKIPPED {test}: {problem}; set {REQUIRE_DOCKER_ENV}=1 to fail instead\n********\n"
+    );
+    false
+}
+
+/// `docker image inspect`, as JSON.
+pub async fn inspect_image(image: &str) -> Result<serde_json::Value> {
+    let d = docker().await.context("no Docker engine answers")?;
+    let info = d
+        .inspect_image(image)
+        .await
+        .with_context(|| format!("inspecting {image}"))?;
+    Ok(serde_json::to_value(info)?)
+}
+
+/// A name no other test uses, for networks and containers.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        random_hex(3).unwrap_or_default()
+    )
+}
+
+/// `postgres:17` → (`postgres`, `17`).
+fn split_image(image: &str) -> (&str, &str) {
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (image, "latest"),
+    }
+}
+
+fn generic(image: &str) -> GenericImage {
+    let (name, tag) = split_image(image);
+    GenericImage::new(name, tag)
+}
+
+/// A database server in a container.
+pub struct DbContainer {
+    container: ContainerAsync<GenericImage>,
+    /// The container's name: its host name on the test network.
+    pub name: String,
+    pub password: String,
+    /// The port mapped on 127.0.0.1.
+    pub port: u16,
+}
+
+impl DbContainer {
+    /// A PostgreSQL server from an official-compatible image (`POSTGRES_PASSWORD`, port 5432).
+    pub async fn postgres(image: &str, network: &str) -> Result<DbContainer> {
+        let name = unique("pg");
+        let password = format!("pw-{}", random_hex(8)?);
+        let container = generic(image)
+            .with_exposed_port(5432.tcp())
+            .with_wait_for(WaitFor::message_on_stderr(
+                "database system is ready to accept connections",
+            ))
+            .with_network(network)
+            .with_container_name(&name)
+            .with_env_var("POSTGRES_PASSWORD", &password)
+            .with_startup_timeout(READY_TIMEOUT)
+            .start()
+            .await
+            .with_context(|| format!("starting {image} (build it with `cargo xtask bootstrap`)"))?;
+        let port = container.get_host_port_ipv4(5432.tcp()).await?;
+        let db = DbContainer {
+            container,
+            name,
+            password,
+            port,
+        };
+        // The official image restarts once after its init scripts: wait for a real connection.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match db.psql("postgres", "SELECT 1").await {
+                Ok(_) => return Ok(db),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
+
+    /// Runs SQL as the superuser from the host.
+    pub async fn psql(&self, db: &str, sql: &str) -> Result<String> {
+        psql(
+            Path::new("psql"),
+            "127.0.0.1",
+            self.port,
+            "postgres",
+            &self.password,
+            db,
+            sql,
+        )
+        .await
+    }
+
+    pub async fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Result<String> {
+        psql(
+            Path::new("psql"),
+            "127.0.0.1",
+            self.port,
+            user,
+            password,
+            db,
+            sql,
+        )
+        .await
+    }
+
+    pub fn container(&self) -> &ContainerAsync<GenericImage> {
+        &self.container
+    }
+}
+
+/// The S3-compatible server in a container (moto's interface: port 5000, any credentials).
+pub struct S3Container {
+    container: ContainerAsync<GenericImage>,
+    pub name: String,
+    api: S3Api,
+}
+
+impl S3Container {
+    pub async fn start(image: &str, network: &str) -> Result<S3Container> {
+        let name = unique("s3");
+        let container = generic(image)
+            .with_exposed_port(5000.tcp())
+            .with_wait_for(WaitFor::message_on_either_std("Running on"))
+            .with_network(network)
+            .with_container_name(&name)
+            .with_startup_timeout(READY_TIMEOUT)
+            .start()
+            .await
+            .with_context(|| format!("starting {image} (build it with `cargo xtask bootstrap`)"))?;
+        let port = container.get_host_port_ipv4(5000.tcp()).await?;
+        let api = S3Api::new(&format!("http://127.0.0.1:{port}"));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while api.list_buckets().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("{image} does not answer S3 requests on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(S3Container {
+            container,
+            name,
+            api,
+        })
+    }
+
+    /// The endpoint as jobs on the test network see it.
+    pub fn endpoint_in_network(&self) -> String {
+        format!("http://{}:5000", self.name)
+    }
+
+    pub fn container(&self) -> &ContainerAsync<GenericImage> {
+        &self.container
+    }
+}
+
+impl std::ops::Deref for S3Container {
+    type Target = S3Api;
+
+    fn deref(&self) -> &S3Api {
+        &self.api
+    }
+}
+
+/// What a finished job container left behind.
+#[derive(Debug)]
+pub struct JobOutput {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A runner job: the image run to completion with these variables.
+pub struct Job {
+    image: String,
+    network: String,
+    env: Vec<(String, String)>,
+    mounts: Vec<(String, String)>,
+    user: Option<String>,
+}
+
+impl Job {
+    pub fn new(image: &str, network: &str) -> Job {
+        Job {
+            image: image.to_string(),
+            network: network.to_string(),
+            env: Vec::new(),
+            mounts: Vec::new(),
+            user: None,
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Job {
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+
+    pub fn envs<'a>(mut self, vars: impl IntoIterator<Item = &'a (String, String)>) -> Job {
+        self.env.extend(vars.into_iter().cloned());
+        self
+    }
+
+    /// Bind-mounts a host directory.
+    pub fn mount(mut self, host: &Path, container: &str) -> Job {
+        self.mounts
+            .push((host.display().to_string(), container.to_string()));
+        self
+    }
+
+    pub fn user(mut self, user: &str) -> Job {
+        self.user = Some(user.to_string());
+        self
+    }
+
+    /// Runs the job and waits for it to exit.
+    pub async fn run(self) -> Result<JobOutput> {
+        let mut request = generic(&self.image)
+            .with_wait_for(WaitFor::exit(
+                ExitWaitStrategy::new().with_poll_interval(Duration::from_millis(200)),
+            ))
+            .with_network(&self.network)
+            .with_container_name(unique("job"))
+            .with_host(HOST_ALIAS, Host::HostGateway)
+            .with_startup_timeout(Duration::from_secs(600));
+        for (k, v) in &self.env {
+            request = request.with_env_var(k, v);
+        }
+        for (host, target) in &self.mounts {
+            request = request.with_mount(Mount::bind_mount(host, target));
+        }
+        if let Some(user) = &self.user {
+            request = request.with_user(user);
+        }
+        let container = request.start().await.with_context(|| {
+            format!("running {} (build it with `cargo xtask build`)", self.image)
+        })?;
+        let code = container
+            .exit_code()
+            .await?
+            .context("the job container has no exit code")?;
+        let stdout = String::from_utf8_lossy(&container.stdout_to_vec().await?).into_owned();
+        let stderr = String::from_utf8_lossy(&container.stderr_to_vec().await?).into_owned();
+        Ok(JobOutput {
+            code,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_split_into_name_and_tag() {
+        assert_eq!(split_image("postgres:17"), ("postgres", "17"));
+        assert_eq!(
+            split_image("motoserver/moto:5.2.5"),
+            ("motoserver/moto", "5.2.5")
+        );
+        assert_eq!(
+            split_image("localhost:5000/img"),
+            ("localhost:5000/img", "latest")
+        );
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use testcontainers::core::wait::ExitWaitStrategy;
-use testcontainers::core::{Host, IntoContainerPort, Mount, WaitFor};
+use testcontainers::core::{ExecCommand, Host, IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
@@ -168,6 +168,98 @@ impl DbContainer {
 
     pub fn container(&self) -> &ContainerAsync<GenericImage> {
         &self.container
+    }
+}
+
+/// A MySQL or MariaDB server from an official-compatible image (`MYSQL_ROOT_PASSWORD`,
+/// `MYSQL_DATABASE`, `MYSQL_USER`, `MYSQL_PASSWORD`, port 3306), with the managed-service
+/// convention: `app_user` holding all privileges on `app_db` only.
+pub struct MysqlContainer {
+    container: ContainerAsync<GenericImage>,
+    pub name: String,
+    pub root_password: String,
+    pub app_password: String,
+    client: &'static str,
+}
+
+impl MysqlContainer {
+    pub const APP_DB: &'static str = "app_db";
+    pub const APP_USER: &'static str = "app_user";
+
+    pub async fn start(image: &str, network: &str) -> Result<MysqlContainer> {
+        let name = unique("my");
+        let root_password = format!("root-{}", random_hex(8)?);
+        let app_password = format!("app-{}", random_hex(8)?);
+        let container = generic(image)
+            .with_exposed_port(3306.tcp())
+            .with_wait_for(WaitFor::message_on_either_std("ready for connections"))
+            .with_network(network)
+            .with_container_name(&name)
+            .with_env_var("MYSQL_ROOT_PASSWORD", &root_password)
+            .with_env_var("MYSQL_DATABASE", Self::APP_DB)
+            .with_env_var("MYSQL_USER", Self::APP_USER)
+            .with_env_var("MYSQL_PASSWORD", &app_password)
+            .with_startup_timeout(READY_TIMEOUT)
+            .start()
+            .await
+            .with_context(|| format!("starting {image} (build it with `cargo xtask bootstrap`)"))?;
+        let client = if image.starts_with("mariadb") {
+            "mariadb"
+        } else {
+            "mysql"
+        };
+        let server = MysqlContainer {
+            container,
+            name,
+            root_password,
+            app_password,
+            client,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match server.root("", "SELECT 1").await {
+                Ok(_) => return Ok(server),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
+
+    /// Runs SQL in the container with its own client; returns tab-separated rows.
+    pub async fn sql(&self, user: &str, password: &str, db: &str, sql: &str) -> Result<String> {
+        let mut args = vec![
+            self.client.to_string(),
+            format!("-u{user}"),
+            format!("-p{password}"),
+            "--batch".into(),
+            "--skip-column-names".into(),
+            "--default-character-set=utf8mb4".into(),
+        ];
+        if !db.is_empty() {
+            args.push(format!("--database={db}"));
+        }
+        args.extend(["-e".to_string(), sql.to_string()]);
+        let mut result = self.container.exec(ExecCommand::new(args)).await?;
+        let stdout = String::from_utf8_lossy(&result.stdout_to_vec().await?).into_owned();
+        let stderr = String::from_utf8_lossy(&result.stderr_to_vec().await?).into_owned();
+        let code = result.exit_code().await?.unwrap_or(-1);
+        if code != 0 {
+            bail!(
+                "{} as {user} failed ({code}): {stderr}\nSQL: {}",
+                self.client,
+                &sql[..sql.len().min(300)]
+            );
+        }
+        Ok(stdout.trim().to_string())
+    }
+
+    pub async fn root(&self, db: &str, sql: &str) -> Result<String> {
+        self.sql("root", &self.root_password, db, sql).await
+    }
+
+    pub async fn app(&self, sql: &str) -> Result<String> {
+        self.sql(Self::APP_USER, &self.app_password, Self::APP_DB, sql)
+            .await
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Matrix {
 pub struct Cell {
     pub name: String,
     pub engine: String,
+    /// The product, for engines covering several (mysql: `mysql` or `mariadb`).
+    #[serde(default)]
+    pub flavor: Option<String>,
     pub version: String,
     pub base: String,
     pub packages: Vec<String>,
@@ -50,9 +53,14 @@ fn yes() -> bool {
 }
 
 impl Cell {
-    /// The runner image's name, e.g. `backup-runner-postgres:17`.
+    /// The product: the flavor, or the engine when it covers one.
+    pub fn product(&self) -> &str {
+        self.flavor.as_deref().unwrap_or(&self.engine)
+    }
+
+    /// The runner image's name, e.g. `backup-runner-postgres:17`, `backup-runner-mariadb:11.8`.
     pub fn image(&self) -> String {
-        format!("backup-runner-{}:{}", self.engine, self.version)
+        format!("backup-runner-{}:{}", self.product(), self.version)
     }
 
     /// The binary's name in the image, e.g. `backup-runner-postgres`.
@@ -144,7 +152,21 @@ mod tests {
             .iter()
             .map(|c| c.name.clone())
             .collect();
-        assert_eq!(buildable, ["postgres-15", "postgres-17", "postgres-18"]);
+        assert_eq!(
+            buildable,
+            [
+                "postgres-15",
+                "postgres-17",
+                "postgres-18",
+                "mariadb-10.11",
+                "mariadb-11.8",
+                "mysql-9.7"
+            ]
+        );
+        assert_eq!(
+            m.cell("mariadb-11.8").unwrap().image(),
+            "backup-runner-mariadb:11.8"
+        );
         assert_eq!(
             m.cell("postgres-17").unwrap().image(),
             "backup-runner-postgres:17"

@@ -421,20 +421,38 @@ async fn server_versions_newer_are_refused_and_older_work() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn images_are_non_root_labelled_and_explain_a_missing_config() {
-    let Some(cells) = ready("images_are_non_root_labelled_and_explain_a_missing_config").await
-    else {
+    // Every engine's images, not only PostgreSQL's.
+    let names: Vec<String> = std::env::var("HARNESS_CELLS")
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let matrix = Matrix::load().unwrap();
+    let cells: Vec<Cell> = matrix
+        .select(&names)
+        .unwrap()
+        .into_iter()
+        .cloned()
+        .collect();
+    let images: Vec<String> = cells.iter().map(Cell::image).collect();
+    if !ready_or_skip(
+        "images_are_non_root_labelled_and_explain_a_missing_config",
+        &images,
+    )
+    .await
+    {
         return;
-    };
+    }
     for cell in cells {
         let info = inspect_image(&cell.image()).await.unwrap();
         let config = &info["Config"];
         assert_eq!(config["User"], "10001:10001");
-        assert_eq!(
-            config["Entrypoint"][0],
-            "/usr/local/bin/backup-runner-postgres"
-        );
+        assert_eq!(config["Entrypoint"][0], "/usr/local/bin/backup-runner");
         let labels = &config["Labels"];
-        assert_eq!(labels["io.backup-runner.engine"], "postgres");
+        assert_eq!(labels["io.backup-runner.engine"], cell.product());
         assert_eq!(
             labels["io.backup-runner.engine-version"],
             cell.version.as_str()

@@ -54,7 +54,10 @@ fn build_cell(cell: &Cell) -> Result<()> {
     // crate is rebuilt when the version changes.
     cargo_with_env(
         &["build", "--release", "--workspace", "--bins"],
-        &[("BACKUP_RUNNER_DB_VERSION", &cell.version)],
+        &[
+            ("BACKUP_RUNNER_DB_VERSION", &cell.version),
+            ("BACKUP_RUNNER_DB_FLAVOR", cell.product()),
+        ],
     )?;
     let context = root().join("target/image-context").join(&cell.name);
     std::fs::create_dir_all(&context)?;
@@ -80,6 +83,8 @@ fn build_cell(cell: &Cell) -> Result<()> {
     }
     let args: Vec<(String, String)> = [
         ("BASE", cell.base.clone()),
+        ("BINARY", binary.clone()),
+        ("PRODUCT", cell.product().to_string()),
         ("PACKAGES", cell.packages.join(" ")),
         ("APT_REPO", cell.apt_repo.clone().unwrap_or_default()),
         ("DB_VERSION", cell.version.clone()),
@@ -93,7 +98,7 @@ fn build_cell(cell: &Cell) -> Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let dockerfile = root().join("images").join(&cell.engine).join("Dockerfile");
+    let dockerfile = root().join("images/Dockerfile");
     docker::build(&cell.image(), &dockerfile, &context, &args, &[])?;
 
     // The image must run its binary and know its version.

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    runner_core::job::main::<backup_runner_mysql::Mysql>()
+}

@@ -81,6 +81,14 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A temporary directory the images' user (uid 10001) can write, to mount as `/backups`.
+pub fn shared_dir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+    Ok(dir)
+}
+
 /// `postgres:17` → (`postgres`, `17`).
 fn split_image(image: &str) -> (&str, &str) {
     match image.rsplit_once(':') {

@@ -100,6 +100,34 @@ impl Matrix {
         Ok(())
     }
 
+    /// The S3-compatible server the harness stores backups in.
+    pub fn s3_image(&self) -> &str {
+        self.servers
+            .iter()
+            .find(|s| s.recipe == "moto")
+            .map(|s| s.image.as_str())
+            .expect("images/matrix.toml lists an S3 server (recipe moto)")
+    }
+
+    /// The cells named in `HARNESS_CELLS` (comma-separated; all buildable ones when unset),
+    /// of one engine when given.
+    pub fn cells_from_env(&self, engine: Option<&str>) -> Result<Vec<Cell>> {
+        let names: Vec<String> = std::env::var("HARNESS_CELLS")
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(self
+            .select(&names)?
+            .into_iter()
+            .filter(|c| engine.is_none_or(|e| c.engine == e))
+            .cloned()
+            .collect())
+    }
+
     pub fn server(&self, image: &str) -> Option<&ServerImage> {
         self.servers.iter().find(|s| s.image == image)
     }

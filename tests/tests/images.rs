@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 
 use harness::containers::{
-    inspect_image, ready_or_skip, unique, DbContainer, Job, JobOutput, S3Container, HOST_ALIAS,
+    inspect_image, ready_or_skip, shared_dir, unique, DbContainer, Job, JobOutput, S3Container,
+    HOST_ALIAS,
 };
 use harness::matrix::{Cell, Matrix};
 use harness::pg_sample::{FINGERPRINT, SEED};
@@ -15,32 +16,12 @@ use harness::CallbackReceiver;
 
 const BUCKET: &str = "backups";
 const CALLBACK_SECRET: &str = "image-callback-secret-4321";
-const S3_IMAGE: &str = "motoserver/moto:5.2.5";
-
-fn cells() -> Vec<Cell> {
-    let matrix = Matrix::load().unwrap();
-    let names: Vec<String> = std::env::var("HARNESS_CELLS")
-        .map(|v| {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    matrix
-        .select(&names)
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.engine == "postgres")
-        .cloned()
-        .collect()
-}
 
 /// The selected cells, once Docker and every image they need are there.
 async fn ready(test: &str) -> Option<Vec<Cell>> {
-    let cells = cells();
     let matrix = Matrix::load().unwrap();
-    let mut images: Vec<String> = vec![S3_IMAGE.to_string()];
+    let cells = matrix.cells_from_env(Some("postgres")).unwrap();
+    let mut images: Vec<String> = vec![matrix.s3_image().to_string()];
     images.extend(cells.iter().flat_map(|c| [c.image(), c.server.clone()]));
     images.extend(
         matrix
@@ -50,6 +31,18 @@ async fn ready(test: &str) -> Option<Vec<Cell>> {
             .map(|s| s.image.clone()),
     );
     ready_or_skip(test, &images).await.then_some(cells)
+}
+
+/// The cell's server and an S3 server with the bucket, on a new network.
+async fn servers(cell: &Cell, network: &str) -> (DbContainer, S3Container) {
+    let s3_image = Matrix::load().unwrap().s3_image().to_string();
+    let (db, s3) = tokio::join!(
+        DbContainer::postgres(&cell.server, network),
+        S3Container::start(&s3_image, network)
+    );
+    let (db, s3) = (db.unwrap(), s3.unwrap());
+    s3.create_bucket(BUCKET).await.unwrap();
+    (db, s3)
 }
 
 fn major(image: &str) -> u32 {
@@ -126,12 +119,7 @@ async fn backup_and_restore_through_s3_with_callbacks() {
     };
     for cell in cells {
         let network = unique("net");
-        let (db, s3) = tokio::join!(
-            DbContainer::postgres(&cell.server, &network),
-            S3Container::start(S3_IMAGE, &network)
-        );
-        let (db, s3) = (db.unwrap(), s3.unwrap());
-        s3.create_bucket(BUCKET).await.unwrap();
+        let (db, s3) = servers(&cell, &network).await;
         let before = seeded(&db, "shop").await;
         let cb = CallbackReceiver::start_on("0.0.0.0").await.unwrap();
 
@@ -209,13 +197,7 @@ async fn local_directory_round_trip_through_a_mounted_volume() {
         let network = unique("net");
         let db = DbContainer::postgres(&cell.server, &network).await.unwrap();
         let before = seeded(&db, "shop").await;
-        let dir = tempfile::tempdir().unwrap();
-        // The image runs as uid 10001.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .unwrap();
+        let dir = shared_dir().unwrap();
 
         let backup = Job::new(&cell.image(), &network)
             .envs(&db_env(&db, "shop"))
@@ -259,12 +241,7 @@ async fn wrong_password_and_unreachable_storage_fail_cleanly() {
     };
     for cell in cells {
         let network = unique("net");
-        let (db, s3) = tokio::join!(
-            DbContainer::postgres(&cell.server, &network),
-            S3Container::start(S3_IMAGE, &network)
-        );
-        let (db, s3) = (db.unwrap(), s3.unwrap());
-        s3.create_bucket(BUCKET).await.unwrap();
+        let (db, s3) = servers(&cell, &network).await;
         db.psql("postgres", "CREATE DATABASE shop;").await.unwrap();
         let cb = CallbackReceiver::start_on("0.0.0.0").await.unwrap();
 
@@ -327,12 +304,7 @@ async fn server_versions_newer_are_refused_and_older_work() {
                 .await
                 .unwrap();
             db.psql("postgres", "CREATE DATABASE shop;").await.unwrap();
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::set_permissions(
-                dir.path(),
-                std::os::unix::fs::PermissionsExt::from_mode(0o777),
-            )
-            .unwrap();
+            let dir = shared_dir().unwrap();
             let out = Job::new(&cell.image(), &network)
                 .envs(&db_env(&db, "shop"))
                 .mount(dir.path(), "/backups")
@@ -368,12 +340,7 @@ async fn server_versions_newer_are_refused_and_older_work() {
             );
             let (old, new) = (old.unwrap(), new.unwrap());
             let before = seeded(&old, "shop").await;
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::set_permissions(
-                dir.path(),
-                std::os::unix::fs::PermissionsExt::from_mode(0o777),
-            )
-            .unwrap();
+            let dir = shared_dir().unwrap();
             let job = |db: &DbContainer, db_name: &str, op: &str| {
                 Job::new(&cell.image(), &network)
                     .envs(&db_env(db, db_name))

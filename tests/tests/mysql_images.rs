@@ -2,38 +2,19 @@
 //! the application user of the managed-service convention (all privileges on `app_db` only).
 
 use harness::containers::{
-    ready_or_skip, unique, Job, JobOutput, MysqlContainer, S3Container, HOST_ALIAS,
+    ready_or_skip, shared_dir, unique, Job, JobOutput, MysqlContainer, S3Container, HOST_ALIAS,
 };
 use harness::matrix::{Cell, Matrix};
 use harness::mysql_sample::{FINGERPRINT, SEED};
 use harness::CallbackReceiver;
 
 const BUCKET: &str = "backups";
-const S3_IMAGE: &str = "motoserver/moto:5.2.5";
 const APP_DB: &str = MysqlContainer::APP_DB;
 
-fn selected() -> Vec<Cell> {
-    let names: Vec<String> = std::env::var("HARNESS_CELLS")
-        .map(|v| {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    Matrix::load()
-        .unwrap()
-        .select(&names)
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.engine == "mysql")
-        .cloned()
-        .collect()
-}
-
 async fn ready(test: &str) -> Option<Vec<Cell>> {
-    let cells = selected();
-    let mut images = vec![S3_IMAGE.to_string()];
+    let matrix = Matrix::load().unwrap();
+    let cells = matrix.cells_from_env(Some("mysql")).unwrap();
+    let mut images = vec![matrix.s3_image().to_string()];
     images.extend(cells.iter().flat_map(|c| [c.image(), c.server.clone()]));
     ready_or_skip(test, &images).await.then_some(cells)
 }
@@ -67,16 +48,6 @@ async fn seeded(db: &MysqlContainer) -> String {
     fp
 }
 
-fn world_writable_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn app_user_backs_up_and_restores_through_s3() {
     let Some(cells) = ready("app_user_backs_up_and_restores_through_s3").await else {
@@ -84,9 +55,10 @@ async fn app_user_backs_up_and_restores_through_s3() {
     };
     for cell in cells {
         let network = unique("net");
+        let s3_image = Matrix::load().unwrap().s3_image().to_string();
         let (db, s3) = tokio::join!(
             MysqlContainer::start(&cell.server, &network),
-            S3Container::start(S3_IMAGE, &network)
+            S3Container::start(&s3_image, &network)
         );
         let (db, s3) = (db.unwrap(), s3.unwrap());
         s3.create_bucket(BUCKET).await.unwrap();
@@ -176,7 +148,7 @@ async fn refusals_and_warnings() {
     for cell in &cells {
         let network = unique("net");
         let db = MysqlContainer::start(&cell.server, &network).await.unwrap();
-        let dir = world_writable_dir();
+        let dir = shared_dir().unwrap();
 
         // Wrong password: exit 3, nothing written.
         let mut env = app_env(&db);

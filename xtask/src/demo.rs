@@ -13,8 +13,6 @@ use harness::PgServer;
 
 use crate::{cargo, docker, install_deps, root};
 
-const S3_IMAGE: &str = "motoserver/moto:5.2.5";
-
 const KEY: &str = "demo/shop.pgdump.zst";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -32,7 +30,8 @@ fn run_image(name: &str) -> Result<()> {
     if !docker::engine_available() {
         bail!("no Docker engine answers: run `bash .ci/install-docker.sh` (as root) first");
     }
-    let mut needed = vec![cell.server.clone(), S3_IMAGE.to_string()];
+    let s3_image = matrix.s3_image().to_string();
+    let mut needed = vec![cell.server.clone(), s3_image.clone()];
     needed.push(cell.base.clone());
     if needed
         .iter()
@@ -47,7 +46,7 @@ fn run_image(name: &str) -> Result<()> {
         let network = unique("demo");
         let (db, s3) = tokio::join!(
             DbContainer::postgres(&cell.server, &network),
-            S3Container::start(S3_IMAGE, &network)
+            S3Container::start(&s3_image, &network)
         );
         let (db, s3) = (db?, s3?);
         println!("demo: {} server in container {}, S3 server in {}", cell.server, db.name, s3.name);

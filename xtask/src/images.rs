@@ -145,7 +145,16 @@ pub fn test(args: &[String]) -> Result<()> {
         );
     }
     cargo_with_env(
-        &["test", "--release", "-p", "harness", "--test", "images"],
+        &[
+            "test",
+            "--release",
+            "-p",
+            "harness",
+            "--test",
+            "images",
+            "--test",
+            "mysql_images",
+        ],
         &[
             ("HARNESS_CELLS", &names.join(",")),
             ("HARNESS_REQUIRE_DOCKER", "1"),

@@ -149,16 +149,7 @@ impl DbContainer {
 
     /// Runs SQL as the superuser from the host.
     pub async fn psql(&self, db: &str, sql: &str) -> Result<String> {
-        psql(
-            Path::new("psql"),
-            "127.0.0.1",
-            self.port,
-            "postgres",
-            &self.password,
-            db,
-            sql,
-        )
-        .await
+        self.psql_as("postgres", &self.password, db, sql).await
     }
 
     pub async fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Result<String> {

@@ -389,21 +389,7 @@ async fn server_versions_newer_are_refused_and_older_work() {
 #[tokio::test(flavor = "multi_thread")]
 async fn images_are_non_root_labelled_and_explain_a_missing_config() {
     // Every engine's images, not only PostgreSQL's.
-    let names: Vec<String> = std::env::var("HARNESS_CELLS")
-        .map(|v| {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let matrix = Matrix::load().unwrap();
-    let cells: Vec<Cell> = matrix
-        .select(&names)
-        .unwrap()
-        .into_iter()
-        .cloned()
-        .collect();
+    let cells = Matrix::load().unwrap().cells_from_env(None).unwrap();
     let images: Vec<String> = cells.iter().map(Cell::image).collect();
     if !ready_or_skip(
         "images_are_non_root_labelled_and_explain_a_missing_config",

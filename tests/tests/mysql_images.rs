@@ -108,13 +108,13 @@ async fn app_user_backs_up_and_restores_through_s3() {
 
         // Destroy the data (as the application user) and restore it.
         db.app(&format!("DROP DATABASE {APP_DB}")).await.unwrap();
-        let restore = Job::new(&cell.image(), &network)
-            .envs(&app_env(&db))
-            .envs(&storage)
-            .env("OPERATION_TYPE", "restore")
-            .run()
-            .await
-            .unwrap();
+        let restore_job = || {
+            Job::new(&cell.image(), &network)
+                .envs(&app_env(&db))
+                .envs(&storage)
+                .env("OPERATION_TYPE", "restore")
+        };
+        let restore = restore_job().run().await.unwrap();
         assert_ok(&format!("{} restore", cell.name), &restore);
         let after = db.root(APP_DB, FINGERPRINT).await.unwrap();
         assert_eq!(after, before, "{}", cell.name);
@@ -122,13 +122,7 @@ async fn app_user_backs_up_and_restores_through_s3() {
         assert!(after.contains("F09F9880"), "{after}");
 
         // A non-empty target needs RESTORE_CLEAN.
-        let again = Job::new(&cell.image(), &network)
-            .envs(&app_env(&db))
-            .envs(&storage)
-            .env("OPERATION_TYPE", "restore")
-            .run()
-            .await
-            .unwrap();
+        let again = restore_job().run().await.unwrap();
         assert_eq!(again.code, 2, "{}", again.stderr);
         assert!(
             again.stderr.contains("RESTORE_CLEAN=true"),

@@ -3,11 +3,18 @@
 //! `POST CALLBACK_URL/metadata` with `{job_id, metadata, timestamp}`. Retried with backoff on
 //! network errors, 408, 429 and 5xx; a callback that cannot be delivered is logged and never
 //! changes the job's outcome.
+//!
+//! Beyond Plan B, every callback carries a unique `event_id` (the same on each retry, so receivers
+//! can deduplicate) and, with a `CALLBACK_SECRET`, an HMAC-SHA256 signature of
+//! `"<timestamp>.<body>"` in `X-Backup-Runner-Signature: v1=<hex>`, the timestamp (Unix seconds)
+//! in `X-Backup-Runner-Timestamp`.
 
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
+use sha2::Sha256;
 use url::Url;
 
 use crate::config::CallbackConfig;
@@ -38,8 +45,25 @@ pub struct Notifier {
     engine: &'static str,
 }
 
+pub const EVENT_ID_HEADER: &str = "X-Backup-Runner-Event-Id";
+pub const TIMESTAMP_HEADER: &str = "X-Backup-Runner-Timestamp";
+pub const SIGNATURE_HEADER: &str = "X-Backup-Runner-Signature";
+
 fn timestamp() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn event_id() -> String {
+    format!("evt_{:032x}", rand::random::<u128>())
+}
+
+/// `v1=<hex HMAC-SHA256(secret, "<unix seconds>.<body>")>`.
+pub fn signature(secret: &str, unix_seconds: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(unix_seconds.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The status payload. Messages are redacted: secrets never leave in a callback.
@@ -55,6 +79,7 @@ pub fn status_payload(
         "status": status.as_str(),
         "message": redact(message),
         "timestamp": timestamp(),
+        "event_id": event_id(),
         "operation": operation,
         "engine": engine,
     })
@@ -65,6 +90,7 @@ pub fn metadata_payload(job_id: &str, metadata: Value) -> Value {
         "job_id": job_id,
         "metadata": metadata,
         "timestamp": timestamp(),
+        "event_id": event_id(),
     })
 }
 
@@ -115,10 +141,22 @@ impl Notifier {
 
     async fn post(&self, cfg: &CallbackConfig, url: Url, body: &Value) {
         let mut delay = Duration::from_millis(500);
+        let bytes = serde_json::to_vec(body).expect("callback payload serializes");
+        let event = body["event_id"].as_str().unwrap_or_default().to_string();
         for attempt in 1..=cfg.max_attempts {
-            let mut request = self.client.post(url.clone()).json(body);
+            let mut request = self
+                .client
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(EVENT_ID_HEADER, &event)
+                .body(bytes.clone());
             if let Some(secret) = &cfg.secret {
-                request = request.bearer_auth(secret.expose());
+                // Signed at each attempt, so a retry's timestamp is fresh.
+                let now = Utc::now().timestamp();
+                request = request
+                    .bearer_auth(secret.expose())
+                    .header(TIMESTAMP_HEADER, now.to_string())
+                    .header(SIGNATURE_HEADER, signature(secret.expose(), now, &bytes));
             }
             let outcome = match request.send().await {
                 Ok(r) if r.status().is_success() => return,
@@ -166,6 +204,21 @@ mod tests {
         let ts = v["timestamp"].as_str().unwrap();
         assert!(ts.ends_with('Z') && ts.contains('T'), "{ts}");
         assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok());
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_of_timestamp_and_body() {
+        // The value a receiver computes, e.g. in Python:
+        // hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
+        assert_eq!(
+            signature("s3cret", 1_700_000_000, br#"{"a":1}"#),
+            "v1=1698a50bc74d1ff1db85c4e0a5297c2ad9fdba245d5737cdb789e4cc6e098940"
+        );
+        assert_ne!(signature("k", 12, b"x"), signature("k", 13, b"x"));
+        assert_ne!(signature("k", 12, b"x"), signature("j", 12, b"x"));
+        let a = status_payload("j", Status::Running, "m", "backup", "postgres");
+        let b = status_payload("j", Status::Running, "m", "backup", "postgres");
+        assert_ne!(a["event_id"], b["event_id"]);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::secret::Secret;
 pub enum Operation {
     Backup,
     Restore,
+    /// Checks a backup end to end (manifest, checksum, decompression) without restoring it, or
+    /// also restores it into a scratch database with `VERIFY_RESTORE=true`.
+    Verify,
 }
 
 impl Operation {
@@ -22,6 +25,7 @@ impl Operation {
         match self {
             Operation::Backup => "backup",
             Operation::Restore => "restore",
+            Operation::Verify => "verify",
         }
     }
 }
@@ -39,6 +43,11 @@ pub struct Config {
     pub compression: Compression,
     pub callback: Option<CallbackConfig>,
     pub progress_interval: Option<Duration>,
+    /// `VERIFY_RESTORE`: a verify also restores into the configured (scratch) database.
+    pub verify_restore: bool,
+    /// `RESTORE_VERIFY_FIRST`: check the whole object before touching the target; `None`
+    /// leaves it to the engine (on unless its restore is atomic).
+    pub verify_first: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,15 +166,24 @@ impl Config {
         let operation = read_operation(env);
         check_engine(env, engine);
         let job_id = env.string("JOB_ID").unwrap_or_else(generated_job_id);
-        let db = read_db(env, engine);
+        let verify_restore = env.bool("VERIFY_RESTORE").unwrap_or(false);
+        let verify_first = env.bool("RESTORE_VERIFY_FIRST");
+        // A plain verify reads storage only: the database settings are optional.
+        let db_required = operation != Some(Operation::Verify) || verify_restore;
+        let db = read_db(env, engine, db_required);
         let storage = read_storage(env);
         let backup_path = read_backup_path(env);
-        if operation == Some(Operation::Restore) && backup_path.is_none() {
-            env.problem(
-                "BACKUP_PATH",
-                "is required for OPERATION_TYPE=restore: the object key of the backup to restore \
-                 (the backup logs it and reports it as metadata.object_key)",
-            );
+        if let Some(op @ (Operation::Restore | Operation::Verify)) = operation {
+            if backup_path.is_none() {
+                env.problem(
+                    "BACKUP_PATH",
+                    format!(
+                        "is required for OPERATION_TYPE={}: the object key of the backup \
+                         (the backup logs it and reports it as metadata.object_key)",
+                        op.as_str()
+                    ),
+                );
+            }
         }
         let key_prefix = env
             .string("STORAGE_PREFIX")
@@ -198,6 +216,8 @@ impl Config {
             compression: compression?,
             callback: callback.ok()?,
             progress_interval,
+            verify_restore,
+            verify_first,
         })
     }
 }
@@ -209,10 +229,11 @@ fn generated_job_id() -> String {
 
 fn read_operation(env: &mut EnvReader<'_>) -> Option<Operation> {
     match env
-        .choice("OPERATION_TYPE", &["backup", "restore"])
+        .choice("OPERATION_TYPE", &["backup", "restore", "verify"])
         .as_deref()
     {
         Some("restore") => Some(Operation::Restore),
+        Some("verify") => Some(Operation::Verify),
         Some(_) => Some(Operation::Backup),
         None if env.is_set("OPERATION_TYPE") => None,
         None => Some(Operation::Backup),
@@ -290,6 +311,9 @@ fn read_database_url(env: &mut EnvReader<'_>, engine: &EngineInfo) -> UrlParts {
         password: url.password().map(|p| Secret::new(decode(p))),
         tls: TlsConfig::default(),
     };
+    if engine.tls_url_schemes.contains(&url.scheme()) {
+        parts.tls.mode = Some("require".into());
+    }
     for (k, v) in url.query_pairs() {
         match k.as_ref() {
             "sslmode" | "ssl-mode" | "ssl_mode" => parts.tls.mode = Some(v.to_ascii_lowercase()),
@@ -345,14 +369,15 @@ fn merge<T>(
     }
 }
 
-fn read_db(env: &mut EnvReader<'_>, engine: &EngineInfo) -> Option<DbConfig> {
+fn read_db(env: &mut EnvReader<'_>, engine: &EngineInfo, required: bool) -> Option<DbConfig> {
     let from_url = read_database_url(env, engine);
     let host = env.string("DB_HOST");
     let host = merge(env, "DB_HOST", from_url.host, host);
     let port = env.int_in::<u16>("DB_PORT", 1, 65535, "the database port");
     let port = merge(env, "DB_PORT", from_url.port, port).unwrap_or(engine.default_port);
     let name = env.string("DB_NAME");
-    let name = merge(env, "DB_NAME", from_url.name, name);
+    let name = merge(env, "DB_NAME", from_url.name, name)
+        .or_else(|| engine.default_database.map(str::to_string));
     let user = env.string("DB_USERNAME");
     let user = merge(env, "DB_USERNAME", from_url.user, user)
         .unwrap_or_else(|| engine.default_user.to_string());
@@ -386,6 +411,10 @@ fn read_db(env: &mut EnvReader<'_>, engine: &EngineInfo) -> Option<DbConfig> {
         .int_in::<u32>("DB_CONNECT_TIMEOUT_SECS", 1, 3600, "seconds")
         .unwrap_or(30);
 
+    let (host, name) = match (required, host, name) {
+        (false, host, name) => (host.or(Some(String::new())), name.or(Some(String::new()))),
+        (true, host, name) => (host, name),
+    };
     if host.is_none() {
         env.problem(
             "DB_HOST",

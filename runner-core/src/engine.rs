@@ -20,8 +20,12 @@ pub struct EngineInfo {
     pub aliases: &'static [&'static str],
     /// Accepted `DATABASE_URL` schemes.
     pub url_schemes: &'static [&'static str],
+    /// Schemes among them that imply TLS (`rediss`), as `sslmode=require` would.
+    pub tls_url_schemes: &'static [&'static str],
     pub default_port: u16,
     pub default_user: &'static str,
+    /// The database when `DB_NAME` is not set; `None` makes `DB_NAME` required.
+    pub default_database: Option<&'static str>,
     /// Extension of the uncompressed dump, without the dot: `pgdump`.
     pub file_extension: &'static str,
     /// The dump format recorded in the manifest: `pg_dump-custom`.
@@ -47,6 +51,15 @@ pub struct ServerInfo {
     pub size_bytes: Option<u64>,
     /// Caveats worth a log line and a place in the manifest.
     pub warnings: Vec<String>,
+    /// The dump format chosen for this server, when it differs from the engine's default.
+    pub format: Option<DumpFormat>,
+}
+
+/// A dump format: its name in the manifest and its file extension (without the dot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpFormat {
+    pub name: &'static str,
+    pub extension: &'static str,
 }
 
 pub trait Engine: Sized + Send + Sync + 'static {
@@ -65,7 +78,7 @@ pub trait Engine: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = Result<ServerInfo, Error>> + Send;
 
     /// The dump command; it writes the backup to stdout.
-    fn backup_command(&self, db: &DbConfig) -> Result<ToolCommand, Error>;
+    fn backup_command(&self, db: &DbConfig, server: &ServerInfo) -> Result<ToolCommand, Error>;
 
     /// Runs before the restore tool: checks the backup fits this server and prepares the target
     /// (e.g. creates the database).
@@ -78,6 +91,12 @@ pub trait Engine: Sized + Send + Sync + 'static {
 
     /// The restore command; it reads the backup from stdin.
     fn restore_command(&self, db: &DbConfig, manifest: &Manifest) -> Result<ToolCommand, Error>;
+
+    /// Whether a failed restore leaves the target as it was (e.g. one transaction). When not,
+    /// the pipeline verifies the whole object before the restore starts.
+    fn restore_is_atomic(&self) -> bool {
+        false
+    }
 
     /// How to fix a common tool failure, recognised from its stderr (e.g. which option to set).
     fn failure_hint(&self, _operation: Operation, _stderr: &str) -> Option<&'static str> {
@@ -116,8 +135,10 @@ pub(crate) mod tests {
         display_name: "PostgreSQL",
         aliases: &["postgres", "postgresql", "pg"],
         url_schemes: &["postgres", "postgresql"],
+        tls_url_schemes: &[],
         default_port: 5432,
         default_user: "postgres",
+        default_database: None,
         file_extension: "pgdump",
         format: "pg_dump-custom",
         built_for: Some("17"),

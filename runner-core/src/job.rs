@@ -16,6 +16,9 @@ use crate::pipeline::{self, human, Progress};
 use crate::secret::redact;
 use crate::storage::Storage;
 
+/// How long an interrupted job spends on its `failed` callback.
+const INTERRUPTED_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The whole `main` of an engine binary.
 pub fn main<E: Engine>() -> std::process::ExitCode {
     let info = E::info();
@@ -65,7 +68,7 @@ fn usage(info: &crate::engine::EngineInfo) -> String {
     format!(
         "Backs up or restores one {db} database, streaming through compression into object storage.\n\
          Configured by environment variables (see the README for all of them):\n\
-         \n  OPERATION_TYPE   backup (default) | restore\
+         \n  OPERATION_TYPE   backup (default) | restore | verify (BACKUP_PATH; VERIFY_RESTORE=true also restores)\
          \n  DATABASE_URL     {scheme}://user:password@host:{port}/dbname  (or DB_HOST, DB_PORT, DB_NAME, DB_USERNAME, DB_PASSWORD[_FILE])\
          \n  STORAGE_TYPE     local (default, STORAGE_LOCAL_DIR=./backups) | s3 | minio | r2 | gcs | …\
          \n  STORAGE_BUCKET, STORAGE_ENDPOINT, STORAGE_REGION, STORAGE_ACCESS_KEY_ID, STORAGE_SECRET_ACCESS_KEY[_FILE]\
@@ -116,6 +119,7 @@ async fn report_config_failure(
     let job_id = env.string("JOB_ID").unwrap_or_else(|| "unknown".into());
     let operation = match env.string("OPERATION_TYPE").as_deref() {
         Some(op) if op.eq_ignore_ascii_case("restore") => "restore",
+        Some(op) if op.eq_ignore_ascii_case("verify") => "verify",
         _ => "backup",
     };
     Notifier::new(Some(callback), &job_id, operation, engine)
@@ -126,6 +130,26 @@ async fn report_config_failure(
 enum Outcome {
     Backup(Manifest),
     Restore(Manifest),
+    /// The manifest, and the scratch database it was restored into (`VERIFY_RESTORE`).
+    Verified(Manifest, Option<String>),
+}
+
+/// Checks the backup at `BACKUP_PATH` end to end against its manifest.
+async fn verify(cfg: &Config, storage: &Storage, progress: &Progress) -> Result<Manifest, Error> {
+    let key = cfg
+        .backup_path
+        .as_deref()
+        .ok_or_else(|| Error::Internal("verify without BACKUP_PATH".into()))?;
+    let manifest = pipeline::read_manifest(storage, key).await?;
+    tracing::info!(
+        phase = "verify",
+        object = %storage.describe(key),
+        bytes = manifest.bytes,
+        "checking the backup against its manifest"
+    );
+    let _ticker = progress.report_every(cfg.progress_interval, "verify");
+    pipeline::verify_object(storage, key, &manifest, progress).await?;
+    Ok(manifest)
 }
 
 async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
@@ -154,7 +178,27 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
         if op == Operation::Backup {
             storage.preflight().await?;
         }
-        let server = engine.preflight(&cfg.db, op).await?;
+        let progress = Progress::default();
+        let mut verified = None;
+        if op == Operation::Verify {
+            let manifest = verify(&cfg, &storage, &progress).await?;
+            if !cfg.verify_restore {
+                return Ok(Outcome::Verified(manifest, None));
+            }
+            tracing::info!(
+                phase = "verify",
+                "restoring into database {:?} to check the backup loads (VERIFY_RESTORE)",
+                cfg.db.name
+            );
+            verified = Some(manifest);
+        }
+        // A verify's restore into the scratch database is a restore.
+        let restore_op = if op == Operation::Verify {
+            Operation::Restore
+        } else {
+            op
+        };
+        let server = engine.preflight(&cfg.db, restore_op).await?;
         for w in &server.warnings {
             tracing::warn!(phase = "preflight", "{w}");
         }
@@ -165,17 +209,26 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             size_bytes = server.size_bytes,
             "server and client tools are compatible"
         );
-        let progress = Progress::default();
         let _ticker = progress.report_every(cfg.progress_interval, op.as_str());
         Ok(match op {
             Operation::Backup => Outcome::Backup(
                 pipeline::backup(&engine, &cfg, &storage, &server, &progress).await?,
             ),
-            Operation::Restore => Outcome::Restore(
-                pipeline::restore(&engine, &cfg, &storage, &server, &progress)
-                    .await?
-                    .manifest,
-            ),
+            Operation::Restore => {
+                let verify_first = cfg.verify_first.unwrap_or(!engine.restore_is_atomic());
+                Outcome::Restore(
+                    pipeline::restore(&engine, &cfg, &storage, &server, &progress, verify_first)
+                        .await?
+                        .manifest,
+                )
+            }
+            Operation::Verify => {
+                pipeline::restore(&engine, &cfg, &storage, &server, &progress, false).await?;
+                Outcome::Verified(
+                    verified.expect("verified before restoring"),
+                    Some(cfg.db.name.clone()),
+                )
+            }
         })
     };
     let result: Result<Outcome, Error> = tokio::select! {
@@ -243,6 +296,38 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             notifier.status(Status::Success, &message).await;
             ExitCode::Success
         }
+        Ok(Outcome::Verified(m, scratch)) => {
+            let restored = match &scratch {
+                Some(db) => format!(", and it restores into database {db:?}"),
+                None => String::new(),
+            };
+            let message = format!(
+                "{} backup verified: {} matches its manifest (sha256 {}, {} stored, {} dump, taken {} from {}){restored} in {:.1}s",
+                info.display_name,
+                storage.describe(&m.object_key),
+                m.sha256,
+                human(m.bytes),
+                human(m.raw_bytes),
+                m.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                m.server_version,
+                elapsed.as_secs_f64()
+            );
+            tracing::info!(phase = "done", sha256 = %m.sha256, bytes = m.bytes, "{message}");
+            notifier
+                .metadata(json!({
+                    "verified": true,
+                    "object_key": m.object_key,
+                    "bytes": m.bytes,
+                    "raw_bytes": m.raw_bytes,
+                    "sha256": m.sha256,
+                    "taken_at": m.finished_at,
+                    "server_version": m.server_version,
+                    "restored_into": scratch,
+                }))
+                .await;
+            notifier.status(Status::Success, &message).await;
+            ExitCode::Success
+        }
         Err(e) => fail(&notifier, Some(&storage), e).await,
     }
 }
@@ -254,7 +339,18 @@ async fn fail(notifier: &Notifier, storage: Option<&Storage>, err: Error) -> Exi
     let message = redact(&err.to_string());
     let code = err.exit_code();
     tracing::error!(phase = "failed", exit_code = code as u8, "{message}");
-    notifier.status(Status::Failed, &message).await;
+    if matches!(err, Error::Interrupted(_)) {
+        // The orchestrator's grace period is short: the report gets a few seconds, not retries.
+        let report = notifier.status(Status::Failed, &message);
+        if tokio::time::timeout(INTERRUPTED_REPORT_TIMEOUT, report)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the failed callback did not complete before the shutdown deadline");
+        }
+    } else {
+        notifier.status(Status::Failed, &message).await;
+    }
     code
 }
 

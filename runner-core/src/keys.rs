@@ -4,14 +4,21 @@
 use chrono::{DateTime, Utc};
 
 use crate::config::Compression;
-use crate::engine::EngineInfo;
+
+/// What a derived key is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyParts<'a> {
+    pub engine: &'a str,
+    pub database: &'a str,
+    pub job_id: &'a str,
+    /// The dump's file extension, without the dot: `pgdump`.
+    pub extension: &'a str,
+}
 
 pub fn backup_key(
     backup_path: Option<&str>,
     prefix: Option<&str>,
-    engine: &EngineInfo,
-    database: &str,
-    job_id: &str,
+    parts: KeyParts<'_>,
     compression: Compression,
     at: DateTime<Utc>,
 ) -> String {
@@ -25,11 +32,11 @@ pub fn backup_key(
     }
     key.push_str(&format!(
         "{}/{}/{}-{}.{}{}",
-        engine.name,
-        sanitize(database),
+        parts.engine,
+        sanitize(parts.database),
         at.format("%Y%m%dT%H%M%SZ"),
-        sanitize(job_id),
-        engine.file_extension,
+        sanitize(parts.job_id),
+        parts.extension,
         compression.algorithm.extension()
     ));
     key
@@ -57,7 +64,15 @@ fn sanitize(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::Algorithm;
-    use crate::engine::tests::TEST_ENGINE;
+
+    fn parts<'a>(database: &'a str, job_id: &'a str) -> KeyParts<'a> {
+        KeyParts {
+            engine: "postgres",
+            database,
+            job_id,
+            extension: "pgdump",
+        }
+    }
 
     fn at() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-22T09:08:07Z")
@@ -75,15 +90,7 @@ mod tests {
 
     #[test]
     fn derived_key() {
-        let k = backup_key(
-            None,
-            Some("team/prod"),
-            &TEST_ENGINE,
-            "app",
-            "job-1",
-            zstd(),
-            at(),
-        );
+        let k = backup_key(None, Some("team/prod"), parts("app", "job-1"), zstd(), at());
         assert_eq!(
             k,
             "team/prod/postgres/app/20261122T090807Z-job-1.pgdump.zst"
@@ -92,7 +99,7 @@ mod tests {
             algorithm: Algorithm::Gzip,
             ..zstd()
         };
-        let k = backup_key(None, None, &TEST_ENGINE, "app", "j", gz, at());
+        let k = backup_key(None, None, parts("app", "j"), gz, at());
         assert_eq!(k, "postgres/app/20261122T090807Z-j.pgdump.gz");
     }
 
@@ -101,9 +108,7 @@ mod tests {
         let k = backup_key(
             Some("x/y.sql.gz"),
             Some("p"),
-            &TEST_ENGINE,
-            "app",
-            "j",
+            parts("app", "j"),
             zstd(),
             at(),
         );
@@ -112,15 +117,7 @@ mod tests {
 
     #[test]
     fn unsafe_characters_are_replaced() {
-        let k = backup_key(
-            None,
-            None,
-            &TEST_ENGINE,
-            "../weird db/ü",
-            "a b",
-            zstd(),
-            at(),
-        );
+        let k = backup_key(None, None, parts("../weird db/ü", "a b"), zstd(), at());
         assert_eq!(k, "postgres/_weird_db__/20261122T090807Z-a_b.pgdump.zst");
     }
 }

@@ -20,7 +20,7 @@ pub mod storage;
 pub mod tool;
 
 pub use config::{Config, DbConfig, Operation};
-pub use engine::{Engine, EngineInfo, ServerInfo};
+pub use engine::{DumpFormat, Engine, EngineInfo, ServerInfo};
 pub use env::{ConfigError, EnvReader};
 pub use error::{Error, ExitCode};
 pub use manifest::Manifest;

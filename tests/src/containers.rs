@@ -11,9 +11,10 @@ use anyhow::{bail, Context, Result};
 use testcontainers::core::wait::ExitWaitStrategy;
 use testcontainers::core::{ExecCommand, Host, IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
 
 use crate::postgres::psql;
+use crate::redis_client::RedisEndpoint;
 use crate::s3::S3Api;
 use crate::util::random_hex;
 
@@ -262,6 +263,104 @@ impl MysqlContainer {
     }
 }
 
+/// A Redis or Valkey server from an official-compatible image (`redis:<v>`, `valkey/valkey:<v>`:
+/// the server's options as the command, port 6379), with `requirepass` for the `default` user,
+/// no RDB snapshots (`--save ""`) and an ACL user [`RedisContainer::BACKUP_USER`] with full
+/// access and a password of its own.
+pub struct RedisContainer {
+    container: ContainerAsync<GenericImage>,
+    name: String,
+    network: String,
+    pub password: String,
+    pub backup_password: String,
+    port: u16,
+}
+
+impl RedisContainer {
+    pub const BACKUP_USER: &'static str = "backup";
+
+    pub async fn start(image: &str, network: &str, password: &str) -> Result<RedisContainer> {
+        let name = unique("redis");
+        let backup_password = format!("bk-{}", random_hex(8)?);
+        // Options only: the official images' entrypoints run them with their own server.
+        let container = generic(image)
+            .with_exposed_port(6379.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+            .with_network(network)
+            .with_container_name(&name)
+            .with_cmd([
+                "--requirepass",
+                password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .with_startup_timeout(READY_TIMEOUT)
+            .start()
+            .await
+            .with_context(|| format!("starting {image} (build it with `cargo xtask bootstrap`)"))?;
+        let port = container.get_host_port_ipv4(6379.tcp()).await?;
+        let server = RedisContainer {
+            container,
+            name,
+            network: network.to_string(),
+            password: password.to_string(),
+            backup_password,
+            port,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut conn = loop {
+            match server.connect(0).await {
+                Ok(conn) => break conn,
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(Self::BACKUP_USER)
+            .arg("on")
+            .arg(format!(">{}", server.backup_password))
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .query_async::<()>(&mut conn)
+            .await
+            .context("creating the ACL user")?;
+        Ok(server)
+    }
+
+    /// The server's host name on the test network.
+    pub fn alias(&self) -> &str {
+        &self.name
+    }
+
+    /// The Docker network the server is on.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The port mapped on 127.0.0.1, for the test's own client.
+    pub fn host_port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server as the test process reaches it, as the `default` user.
+    pub fn endpoint(&self) -> RedisEndpoint {
+        RedisEndpoint::new("127.0.0.1", self.port, None, &self.password)
+    }
+
+    /// A connection from the test process to logical database `db`, as the `default` user.
+    pub async fn connect(&self, db: u32) -> Result<redis::aio::MultiplexedConnection> {
+        self.endpoint().connect(db).await
+    }
+
+    pub fn container(&self) -> &ContainerAsync<GenericImage> {
+        &self.container
+    }
+}
+
 /// The S3-compatible server in a container (moto's interface: port 5000, any credentials).
 pub struct S3Container {
     container: ContainerAsync<GenericImage>,
@@ -305,6 +404,20 @@ impl S3Container {
     pub fn container(&self) -> &ContainerAsync<GenericImage> {
         &self.container
     }
+
+    /// The storage variables of a job that keeps its backup in `bucket` on this server.
+    pub fn job_env(&self, bucket: &str) -> Vec<(String, String)> {
+        [
+            ("STORAGE_TYPE", "minio".to_string()),
+            ("STORAGE_ENDPOINT", self.endpoint_in_network()),
+            ("STORAGE_BUCKET", bucket.to_string()),
+            ("STORAGE_ACCESS_KEY_ID", "test".into()),
+            ("STORAGE_SECRET_ACCESS_KEY", "test-secret".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 impl std::ops::Deref for S3Container {
@@ -321,6 +434,22 @@ pub struct JobOutput {
     pub code: i64,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl JobOutput {
+    /// Panics with the job's stderr unless it exited 0.
+    pub fn assert_ok(&self, what: &str) {
+        assert_eq!(self.code, 0, "{what} failed:\n{}", self.stderr);
+    }
+
+    /// Panics with the job's stderr unless it exited with `code`.
+    pub fn assert_code(&self, code: i64, what: &str) {
+        assert_eq!(
+            self.code, code,
+            "{what}: expected exit {code}:\n{}",
+            self.stderr
+        );
+    }
 }
 
 /// A runner job: the image run to completion with these variables.
@@ -365,12 +494,9 @@ impl Job {
         self
     }
 
-    /// Runs the job and waits for it to exit.
-    pub async fn run(self) -> Result<JobOutput> {
+    fn request(&self, wait: WaitFor) -> ContainerRequest<GenericImage> {
         let mut request = generic(&self.image)
-            .with_wait_for(WaitFor::exit(
-                ExitWaitStrategy::new().with_poll_interval(Duration::from_millis(200)),
-            ))
+            .with_wait_for(wait)
             .with_network(&self.network)
             .with_container_name(unique("job"))
             .with_host(HOST_ALIAS, Host::HostGateway)
@@ -384,21 +510,100 @@ impl Job {
         if let Some(user) = &self.user {
             request = request.with_user(user);
         }
-        let container = request.start().await.with_context(|| {
-            format!("running {} (build it with `cargo xtask build`)", self.image)
-        })?;
-        let code = container
-            .exit_code()
-            .await?
-            .context("the job container has no exit code")?;
-        let stdout = String::from_utf8_lossy(&container.stdout_to_vec().await?).into_owned();
-        let stderr = String::from_utf8_lossy(&container.stderr_to_vec().await?).into_owned();
+        request
+    }
+
+    /// Runs the job and waits for it to exit.
+    pub async fn run(self) -> Result<JobOutput> {
+        let container = self
+            .request(WaitFor::exit(
+                ExitWaitStrategy::new().with_poll_interval(Duration::from_millis(200)),
+            ))
+            .start()
+            .await
+            .with_context(|| {
+                format!("running {} (build it with `cargo xtask build`)", self.image)
+            })?;
+        RunningJob { container }.wait().await
+    }
+
+    /// Starts the job and returns once its log (stderr) shows `line`, for faults injected while
+    /// it runs.
+    pub async fn start(self, line: &str) -> Result<RunningJob> {
+        let container = self
+            .request(WaitFor::message_on_stderr(line))
+            .start()
+            .await
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with `cargo xtask build`)",
+                    self.image
+                )
+            })?;
+        Ok(RunningJob { container })
+    }
+}
+
+/// A job running in the background.
+pub struct RunningJob {
+    container: ContainerAsync<GenericImage>,
+}
+
+impl RunningJob {
+    pub fn id(&self) -> &str {
+        self.container.id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) to the runner, as `docker stop` or Kubernetes do.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        docker_cli(&["kill", "--signal", signal, self.id()])
+    }
+
+    /// Runs a shell command inside the job's container; returns its stdout.
+    pub async fn sh(&self, script: &str) -> Result<String> {
+        let mut result = self
+            .container
+            .exec(ExecCommand::new(["sh", "-c", script]))
+            .await?;
+        Ok(String::from_utf8_lossy(&result.stdout_to_vec().await?).into_owned())
+    }
+
+    pub async fn is_running(&self) -> Result<bool> {
+        Ok(self.container.is_running().await?)
+    }
+
+    /// Waits for the job to exit.
+    pub async fn wait(self) -> Result<JobOutput> {
+        let code = loop {
+            if let Some(code) = self.container.exit_code().await? {
+                break code;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let stdout = String::from_utf8_lossy(&self.container.stdout_to_vec().await?).into_owned();
+        let stderr = String::from_utf8_lossy(&self.container.stderr_to_vec().await?).into_owned();
         Ok(JobOutput {
             code,
             stdout,
             stderr,
         })
     }
+}
+
+/// Debian's docker CLI (the engine's version), for what the container API here lacks.
+pub fn docker_cli(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("/usr/bin/docker")
+        .args(args)
+        .output()
+        .context("running /usr/bin/docker")?;
+    if !out.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

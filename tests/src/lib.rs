@@ -10,6 +10,8 @@ pub mod matrix;
 pub mod mysql_sample;
 pub mod pg_sample;
 mod postgres;
+pub mod redis_client;
+pub mod redis_sample;
 mod s3;
 mod util;
 

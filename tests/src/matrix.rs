@@ -188,7 +188,11 @@ mod tests {
                 "postgres-18",
                 "mariadb-10.11",
                 "mariadb-11.8",
-                "mysql-9.7"
+                "mysql-9.7",
+                "redis-7.0",
+                "redis-8.0",
+                "valkey-8.1",
+                "valkey-9.1"
             ]
         );
         assert_eq!(
@@ -199,6 +203,10 @@ mod tests {
             m.cell("postgres-17").unwrap().image(),
             "backup-runner-postgres:17"
         );
+        let valkey = m.cell("valkey-9.1").unwrap();
+        assert_eq!(valkey.image(), "backup-runner-valkey:9.1");
+        assert_eq!(valkey.binary(), "backup-runner-redis");
+        assert!(m.server(&valkey.server).is_some());
         assert!(m.select(&["postgres-16".into()]).is_err());
         assert!(m.select(&["nope".into()]).is_err());
     }

@@ -154,6 +154,8 @@ pub fn test(args: &[String]) -> Result<()> {
             "images",
             "--test",
             "mysql_images",
+            "--test",
+            "redis_images",
         ],
         &[
             ("HARNESS_CELLS", &names.join(",")),

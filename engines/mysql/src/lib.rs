@@ -109,8 +109,10 @@ fn info_for(flavor: Flavor) -> EngineInfo {
         },
         aliases: &["mysql", "mariadb"],
         url_schemes: &["mysql", "mariadb"],
+        tls_url_schemes: &[],
         default_port: 3306,
         default_user: "root",
+        default_database: None,
         file_extension: "sql",
         format: "mysql-sql",
         built_for: option_env!("BACKUP_RUNNER_DB_VERSION"),
@@ -213,10 +215,11 @@ impl Engine for Mysql {
             client_version: client,
             size_bytes: Some(server.size),
             warnings,
+            format: None,
         })
     }
 
-    fn backup_command(&self, db: &DbConfig) -> Result<ToolCommand, Error> {
+    fn backup_command(&self, db: &DbConfig, _server: &ServerInfo) -> Result<ToolCommand, Error> {
         commands::dump(self.flavor, db)
     }
 

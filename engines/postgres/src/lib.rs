@@ -18,8 +18,10 @@ pub static INFO: EngineInfo = EngineInfo {
     display_name: "PostgreSQL",
     aliases: &["postgres", "postgresql", "pg"],
     url_schemes: &["postgres", "postgresql"],
+    tls_url_schemes: &[],
     default_port: 5432,
     default_user: "postgres",
+    default_database: None,
     file_extension: "pgdump",
     format: "pg_dump-custom",
     built_for: option_env!("BACKUP_RUNNER_DB_VERSION"),
@@ -182,7 +184,7 @@ impl Engine for Postgres {
     async fn preflight(&self, db: &DbConfig, operation: Operation) -> Result<ServerInfo, Error> {
         let program = match operation {
             Operation::Backup => "pg_dump",
-            Operation::Restore => "pg_restore",
+            Operation::Restore | Operation::Verify => "pg_restore",
         };
         let client = self.client_version(program).await?;
         self.check_image(program, &client)?;
@@ -217,10 +219,15 @@ impl Engine for Postgres {
             client_version: client,
             size_bytes: Some(server.size),
             warnings,
+            format: None,
         })
     }
 
-    fn backup_command(&self, db: &DbConfig) -> Result<runner_core::ToolCommand, Error> {
+    fn backup_command(
+        &self,
+        db: &DbConfig,
+        _server: &ServerInfo,
+    ) -> Result<runner_core::ToolCommand, Error> {
         commands::pg_dump(db)
     }
 
@@ -277,6 +284,10 @@ impl Engine for Postgres {
         _manifest: &Manifest,
     ) -> Result<runner_core::ToolCommand, Error> {
         commands::pg_restore(db, &self.options)
+    }
+
+    fn restore_is_atomic(&self) -> bool {
+        self.options.single_transaction
     }
 
     fn failure_hint(&self, operation: Operation, stderr: &str) -> Option<&'static str> {

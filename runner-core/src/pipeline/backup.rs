@@ -10,9 +10,9 @@ use super::{choose_part_size, human, parts_in_flight, Progress};
 use crate::codec::{Encoder, Metered};
 use crate::config::Operation;
 use crate::config::{Config, StorageConfig};
-use crate::engine::{with_hint, Engine, ServerInfo};
+use crate::engine::{with_hint, DumpFormat, Engine, ServerInfo};
 use crate::error::Error;
-use crate::keys::backup_key;
+use crate::keys::{backup_key, KeyParts};
 use crate::manifest::{manifest_key, CompressionInfo, Manifest, MANIFEST_VERSION};
 use crate::storage::Storage;
 
@@ -29,12 +29,19 @@ pub async fn backup<E: Engine>(
 ) -> Result<Manifest, Error> {
     let info = E::info();
     let started_at = Utc::now();
+    let format = server.format.unwrap_or(DumpFormat {
+        name: info.format,
+        extension: info.file_extension,
+    });
     let key = backup_key(
         cfg.backup_path.as_deref(),
         cfg.key_prefix.as_deref(),
-        info,
-        &cfg.db.name,
-        &cfg.job_id,
+        KeyParts {
+            engine: info.name,
+            database: &cfg.db.name,
+            job_id: &cfg.job_id,
+            extension: format.extension,
+        },
         cfg.compression,
         started_at,
     );
@@ -42,6 +49,7 @@ pub async fn backup<E: Engine>(
         StorageConfig::S3(s3) => (s3.part_size, s3.concurrency),
         StorageConfig::Local { .. } => (None, 1),
     };
+    storage.probe_write(&key).await?;
     let part_size = choose_part_size(override_size, server.size_bytes);
     let in_flight = parts_in_flight(part_size, concurrency);
     tracing::info!(
@@ -53,7 +61,7 @@ pub async fn backup<E: Engine>(
         human(part_size)
     );
 
-    let command = engine.backup_command(&cfg.db)?;
+    let command = engine.backup_command(&cfg.db, server)?;
     tracing::info!(phase = "dump", "running {}", command.display());
     let mut tool = command.spawn(Stdio::null(), Stdio::piped())?;
     let dump = Metered::counting(tool.take_stdout(), progress.raw.clone());
@@ -126,7 +134,7 @@ pub async fn backup<E: Engine>(
         client_version: server.client_version.clone(),
         runner_version: env!("CARGO_PKG_VERSION").to_string(),
         database: cfg.db.name.clone(),
-        format: info.format.to_string(),
+        format: format.name.to_string(),
         compression: CompressionInfo {
             algorithm: cfg.compression.algorithm,
             level: cfg.compression.level,

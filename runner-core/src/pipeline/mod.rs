@@ -2,12 +2,15 @@
 //!
 //! backup:  dump tool stdout → count → compress → sha256 → parts → storage (multipart, bounded)
 //! restore: storage → sha256 + count → decompress → restore tool stdin, verified before EOF
+//!          (and, for engines whose restore is not atomic, verified in a first pass)
+//! verify:  storage → sha256 + count → decompress → count, against the manifest
 //!
 //! Nothing touches local disk, memory is bounded by the part size times the parts in flight,
 //! and a tool's exit status is checked only after its stream has ended.
 
 mod backup;
 mod restore;
+mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub use backup::backup;
 pub use restore::{restore, RestoreOutcome};
+pub use verify::{check_engine, read_manifest, verify_object};
 
 /// The S3 limit on parts per upload.
 pub const MAX_PARTS: u64 = 10_000;

@@ -2,13 +2,14 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 
+use super::verify::{check_engine, check_size, read_manifest, verify_object};
 use super::Progress;
 use crate::codec::{Decoder, Metered};
 use crate::config::Config;
 use crate::config::Operation;
 use crate::engine::{with_hint, Engine, ServerInfo};
 use crate::error::Error;
-use crate::manifest::{manifest_key, Manifest};
+use crate::manifest::Manifest;
 use crate::storage::Storage;
 
 const DECODED_BUFFER: usize = 256 << 10;
@@ -26,6 +27,7 @@ pub async fn restore<E: Engine>(
     storage: &Storage,
     server: &ServerInfo,
     progress: &Progress,
+    verify_first: bool,
 ) -> Result<RestoreOutcome, Error> {
     let info = E::info();
     let key = cfg
@@ -33,14 +35,7 @@ pub async fn restore<E: Engine>(
         .as_deref()
         .ok_or_else(|| Error::Internal("restore without BACKUP_PATH".into()))?;
     let manifest = read_manifest(storage, key).await?;
-    if manifest.engine != info.name {
-        return Err(Error::Incompatible(format!(
-            "{} holds a {} backup; restore it with the backup-runner-{} image",
-            storage.describe(key),
-            manifest.engine,
-            manifest.engine
-        )));
-    }
+    check_engine(storage, key, &manifest, info)?;
     tracing::info!(
         phase = "restore",
         object = %storage.describe(key),
@@ -51,18 +46,20 @@ pub async fn restore<E: Engine>(
         manifest.database,
         cfg.db.name
     );
+    // An engine whose restore is not atomic would be left half-restored by a corrupt object:
+    // read it all once before touching the target.
+    if verify_first {
+        tracing::info!(
+            phase = "verify",
+            "checking the whole object before restoring (RESTORE_VERIFY_FIRST)"
+        );
+        verify_object(storage, key, &manifest, &Progress::default()).await?;
+        tracing::info!(phase = "verify", "the object matches its manifest");
+    }
     engine.prepare_restore(&cfg.db, server, &manifest).await?;
 
     let (object, size) = storage.open(key).await?;
-    if let Some(size) = size {
-        if size != manifest.bytes {
-            return Err(Error::Integrity(format!(
-                "{} is {size} bytes but its manifest says {}: the object is truncated or was replaced; nothing was restored",
-                storage.describe(key),
-                manifest.bytes
-            )));
-        }
-    }
+    check_size(storage, key, size, &manifest)?;
 
     let command = engine.restore_command(&cfg.db, &manifest)?;
     tracing::info!(phase = "restore", "running {}", command.display());
@@ -126,25 +123,4 @@ pub async fn restore<E: Engine>(
         )));
     }
     Ok(RestoreOutcome { manifest })
-}
-
-async fn read_manifest(storage: &Storage, key: &str) -> Result<Manifest, Error> {
-    let mkey = manifest_key(key);
-    let Some(bytes) = storage.get(&mkey).await? else {
-        let object_exists = storage.exists(key).await?;
-        return Err(Error::Integrity(if object_exists {
-            format!(
-                "{} has no manifest ({} is missing): the backup never completed, so it is not a backup",
-                storage.describe(key),
-                storage.describe(&mkey)
-            )
-        } else {
-            format!(
-                "no backup at {}: check BACKUP_PATH (the object key reported by the backup)",
-                storage.describe(key)
-            )
-        }));
-    };
-    Manifest::from_json(&bytes)
-        .map_err(|e| Error::Integrity(format!("{}: {e}", storage.describe(&mkey))))
 }

@@ -40,13 +40,26 @@ impl LocalBackend {
     }
 
     pub(super) async fn preflight(&self) -> Result<(), Error> {
-        let ctx = format!("storage directory {} is not writable", self.dir.display());
         fs::create_dir_all(&self.dir)
             .await
+            .map_err(io_error(format!(
+                "cannot create the storage directory {}",
+                self.dir.display()
+            )))
+    }
+
+    /// Writes and removes a file next to where `key` goes.
+    pub(super) async fn probe_write(&self, key: &str) -> Result<(), Error> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
+        let ctx = format!(
+            "storage directory {} is not writable; nothing was dumped",
+            dir.display()
+        );
+        fs::create_dir_all(&dir)
+            .await
             .map_err(io_error(ctx.clone()))?;
-        let probe = self
-            .dir
-            .join(format!(".write-probe-{}", std::process::id()));
+        let probe = dir.join(format!(".write-probe-{}", std::process::id()));
         fs::write(&probe, b"probe").await.map_err(io_error(ctx))?;
         let _ = fs::remove_file(&probe).await;
         Ok(())

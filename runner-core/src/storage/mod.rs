@@ -60,6 +60,15 @@ impl Storage {
         }
     }
 
+    /// Proves that an object can be written at `key`, leaving nothing behind; run before the
+    /// dump so a long dump is never wasted on a store that will refuse it.
+    pub async fn probe_write(&self, key: &str) -> Result<(), Error> {
+        match &self.backend {
+            Backend::S3(b) => b.probe_write(key).await,
+            Backend::Local(b) => b.probe_write(key).await,
+        }
+    }
+
     /// Writes a small object in one request (manifests).
     pub async fn put(&self, key: &str, body: Bytes) -> Result<(), Error> {
         match &self.backend {
@@ -117,17 +126,33 @@ impl Storage {
     pub async fn abort_pending(&self) {
         let pending: Vec<Pending> = std::mem::take(&mut *self.pending.lock().unwrap());
         for p in pending {
-            let result = match (&self.backend, &p) {
-                (Backend::S3(b), Pending::S3 { key, upload_id }) => b.abort(key, upload_id).await,
-                (Backend::Local(_), Pending::Local { partial }) => {
-                    local::remove_partial(partial).await
-                }
-                _ => Ok(()),
-            };
-            match result {
-                Ok(()) => tracing::info!(upload = ?p, "aborted the incomplete upload"),
-                Err(e) => {
-                    tracing::error!(upload = ?p, "could not abort the incomplete upload: {e}")
+            // The failure may be the store itself being briefly unreachable: retry for a while,
+            // since an upload left behind is billed until a lifecycle rule removes it.
+            let mut delay = std::time::Duration::from_millis(500);
+            for attempt in 1..=ABORT_ATTEMPTS {
+                let result = match (&self.backend, &p) {
+                    (Backend::S3(b), Pending::S3 { key, upload_id }) => {
+                        b.abort(key, upload_id).await
+                    }
+                    (Backend::Local(_), Pending::Local { partial }) => {
+                        local::remove_partial(partial).await
+                    }
+                    _ => Ok(()),
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!(upload = ?p, "aborted the incomplete upload");
+                        break;
+                    }
+                    Err(e) if attempt == ABORT_ATTEMPTS => tracing::error!(
+                        upload = ?p,
+                        "could not abort the incomplete upload: {e}; a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes such leftovers"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(upload = ?p, attempt, "aborting the incomplete upload failed ({e}); retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
                 }
             }
         }
@@ -157,6 +182,9 @@ enum UploadState {
     Local(local::LocalUpload),
 }
 
+/// Attempts to abort an incomplete upload: 0.5 + 1 + 2 + 4 + 8 s of waiting at most.
+const ABORT_ATTEMPTS: u32 = 6;
+
 impl Upload<'_> {
     pub fn part_size(&self) -> u64 {
         self.part_size
@@ -174,6 +202,7 @@ impl Upload<'_> {
         match &mut self.state {
             UploadState::S3(u) => {
                 if let Some(upload_id) = u.part(data).await? {
+                    tracing::info!(phase = "upload", %upload_id, "multipart upload started");
                     self.storage.register(Pending::S3 {
                         key: self.key.clone(),
                         upload_id,

@@ -215,6 +215,38 @@ impl S3Backend {
         }
     }
 
+    /// Proves the credentials may write at `key` without leaving anything behind: starts a
+    /// multipart upload there and aborts it.
+    pub(super) async fn probe_write(&self, key: &str) -> Result<(), Error> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                let denied = matches!(
+                    e.raw_response().map(|r| r.status().as_u16()),
+                    Some(401 | 403)
+                );
+                Error::Storage(format!(
+                    "cannot write s3://{}/{key}: {}{}",
+                    self.bucket,
+                    describe_sdk_error(&e),
+                    if denied {
+                        " (the credentials may not write there: check the bucket policy or the key's s3:PutObject permission; nothing was dumped)"
+                    } else {
+                        "; nothing was dumped"
+                    }
+                ))
+            })?;
+        match out.upload_id() {
+            Some(id) => self.abort(key, id).await,
+            None => Err(Error::Storage("the store returned no upload id".into())),
+        }
+    }
+
     pub(super) async fn abort(&self, key: &str, upload_id: &str) -> Result<(), Error> {
         self.client
             .abort_multipart_upload()

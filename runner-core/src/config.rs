@@ -99,6 +99,9 @@ pub struct S3Config {
     pub checksum: ChecksumMode,
     pub part_size: Option<u64>,
     pub concurrency: usize,
+    /// `STORAGE_TIMEOUT_SECS`: the longest one request attempt (one part, one GET) may take, so
+    /// a store that stops answering fails the job instead of hanging it.
+    pub request_timeout: Duration,
 }
 
 /// When the SDK adds request checksums. Many S3-compatible stores reject the newer default.
@@ -536,6 +539,15 @@ fn read_storage(env: &mut EnvReader<'_>) -> Option<StorageConfig> {
             "parts uploaded at once",
         )
         .unwrap_or(3);
+    let request_timeout = Duration::from_secs(
+        env.int_in::<u64>(
+            "STORAGE_TIMEOUT_SECS",
+            1,
+            86400,
+            "seconds one storage request may take",
+        )
+        .unwrap_or(300),
+    );
     Some(StorageConfig::S3(S3Config {
         flavor,
         endpoint,
@@ -546,6 +558,7 @@ fn read_storage(env: &mut EnvReader<'_>) -> Option<StorageConfig> {
         checksum,
         part_size,
         concurrency,
+        request_timeout,
     }))
 }
 
@@ -638,7 +651,7 @@ pub(crate) fn read_callback(env: &mut EnvReader<'_>) -> Result<Option<CallbackCo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::tests::TEST_ENGINE;
+    use crate::engine::EXAMPLE_ENGINE as TEST_ENGINE;
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, crate::env::ConfigError> {

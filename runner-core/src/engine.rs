@@ -126,21 +126,18 @@ pub fn with_hint<E: Engine>(engine: &E, operation: Operation, err: Error) -> Err
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    pub(crate) static TEST_ENGINE: EngineInfo = EngineInfo {
-        name: "postgres",
-        display_name: "PostgreSQL",
-        aliases: &["postgres", "postgresql", "pg"],
-        url_schemes: &["postgres", "postgresql"],
-        tls_url_schemes: &[],
-        default_port: 5432,
-        default_user: "postgres",
-        default_database: None,
-        file_extension: "pgdump",
-        format: "pg_dump-custom",
-        built_for: Some("17"),
-    };
-}
+/// A PostgreSQL-like engine description, for tests of code that takes any engine.
+#[doc(hidden)]
+pub static EXAMPLE_ENGINE: EngineInfo = EngineInfo {
+    name: "postgres",
+    display_name: "PostgreSQL",
+    aliases: &["postgres", "postgresql", "pg"],
+    url_schemes: &["postgres", "postgresql"],
+    tls_url_schemes: &[],
+    default_port: 5432,
+    default_user: "postgres",
+    default_database: None,
+    file_extension: "pgdump",
+    format: "pg_dump-custom",
+    built_for: Some("17"),
+};

@@ -4,21 +4,8 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use runner_core::{Config, EngineInfo, EnvReader};
-
-static ENGINE: EngineInfo = EngineInfo {
-    name: "postgres",
-    display_name: "PostgreSQL",
-    aliases: &["postgres", "postgresql", "pg"],
-    url_schemes: &["postgres", "postgresql"],
-    tls_url_schemes: &[],
-    default_port: 5432,
-    default_user: "postgres",
-    default_database: None,
-    file_extension: "pgdump",
-    format: "pg_dump-custom",
-    built_for: None,
-};
+use runner_core::engine::EXAMPLE_ENGINE as ENGINE;
+use runner_core::{Config, EnvReader};
 
 const SECRET: &str = "s3cr3t-never-printed";
 

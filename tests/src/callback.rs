@@ -30,6 +30,32 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// `"metadata"` for a metadata callback, otherwise the status (`running`, `success`…).
+    pub fn kind(&self) -> String {
+        if self.path.ends_with("/metadata") {
+            "metadata".into()
+        } else {
+            self.body["status"].as_str().unwrap_or("?").to_string()
+        }
+    }
+
+    /// Whether `X-Backup-Runner-Signature` is the HMAC-SHA256 of the timestamp header, a `.`
+    /// and the body, keyed with `secret`: what a receiver checks.
+    pub fn signature_valid(&self, secret: &str) -> bool {
+        use hmac::{Hmac, KeyInit, Mac};
+        let (Some(ts), Some(sig)) = (
+            self.header("x-backup-runner-timestamp"),
+            self.header("x-backup-runner-signature"),
+        ) else {
+            return false;
+        };
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(&self.raw_body);
+        sig == format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
     /// First value of a header (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -135,6 +161,11 @@ impl CallbackReceiver {
     /// Everything recorded so far, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.shared.requests).clone()
+    }
+
+    /// The kinds of the requests so far, in order: e.g. `["running", "metadata", "success"]`.
+    pub fn statuses(&self) -> Vec<String> {
+        self.requests().iter().map(Recorded::kind).collect()
     }
 
     /// Answer the next `n` POSTs with `status` (e.g. 500), then 200 again.

@@ -82,19 +82,6 @@ fn s3_env(s3: &S3Container) -> Vec<(String, String)> {
     .collect()
 }
 
-fn statuses(cb: &CallbackReceiver) -> Vec<String> {
-    cb.requests()
-        .iter()
-        .map(|r| {
-            if r.path.ends_with("/metadata") {
-                "metadata".into()
-            } else {
-                r.body["status"].as_str().unwrap_or("?").to_string()
-            }
-        })
-        .collect()
-}
-
 fn assert_ok(what: &str, out: &JobOutput) {
     assert_eq!(out.code, 0, "{what} failed:\n{}", out.stderr);
 }
@@ -134,7 +121,7 @@ async fn backup_and_restore_through_s3_with_callbacks() {
             .unwrap();
         assert_ok(&format!("{} backup", cell.name), &backup);
         assert_eq!(
-            statuses(&cb),
+            cb.statuses(),
             ["running", "metadata", "success"],
             "{}",
             cell.name
@@ -262,7 +249,7 @@ async fn wrong_password_and_unreachable_storage_fail_cleanly() {
             bad.stderr
         );
         assert!(!bad.stderr.contains("not-the-password-777"));
-        assert_eq!(statuses(&cb), ["running", "failed"]);
+        assert_eq!(cb.statuses(), ["running", "failed"]);
         assert!(s3.list_keys(BUCKET).await.unwrap().is_empty());
 
         let mut storage = s3_env(&s3);

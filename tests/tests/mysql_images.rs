@@ -85,11 +85,7 @@ async fn app_user_backs_up_and_restores_through_s3() {
             .unwrap();
         assert_ok(&format!("{} backup", cell.name), &backup);
         assert!(!backup.stderr.contains(&db.app_password));
-        let statuses: Vec<String> = cb
-            .requests()
-            .iter()
-            .map(|r| r.body["status"].as_str().unwrap_or("metadata").to_string())
-            .collect();
+        let statuses = cb.statuses();
         assert_eq!(statuses, ["running", "metadata", "success"]);
         let key = format!("{}/app_db.sql.zst", cell.name);
         let manifest: serde_json::Value = serde_json::from_slice(

@@ -301,11 +301,7 @@ async fn both_modes_round_trip_through_s3() {
             let backup_in = t.elapsed();
             backup.assert_ok(&format!("{} {mode} backup as {login:?}", cell.name));
             assert_no_secrets(&backup, &source);
-            let statuses: Vec<String> = cb
-                .requests()
-                .iter()
-                .map(|r| r.body["status"].as_str().unwrap_or("metadata").to_string())
-                .collect();
+            let statuses = cb.statuses();
             assert_eq!(statuses, ["running", "metadata", "success"]);
             let manifest = storage.manifest(&key).await;
             assert_eq!(manifest["format"], format!("redis-{mode}"), "{manifest}");

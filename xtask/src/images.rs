@@ -156,6 +156,8 @@ pub fn test(args: &[String]) -> Result<()> {
             "mysql_images",
             "--test",
             "redis_images",
+            "--test",
+            "faults",
         ],
         &[
             ("HARNESS_CELLS", &names.join(",")),

@@ -88,16 +88,7 @@ async fn fingerprint(pg: &PgServer, db: &str) -> String {
 }
 
 fn statuses(requests: &[Recorded]) -> Vec<String> {
-    requests
-        .iter()
-        .map(|r| {
-            if r.path.ends_with("/metadata") {
-                "metadata".to_string()
-            } else {
-                r.body["status"].as_str().unwrap_or("?").to_string()
-            }
-        })
-        .collect()
+    requests.iter().map(Recorded::kind).collect()
 }
 
 fn assert_no_secrets(texts: &[&str], secrets: &[&str]) {
@@ -140,11 +131,17 @@ async fn s3_backup_restore_round_trip_with_callbacks() {
     // Callbacks: running, metadata, success; Plan B's shape and auth header.
     let calls = cb.requests();
     assert_eq!(statuses(&calls), ["running", "metadata", "success"]);
+    let mut events = std::collections::BTreeSet::new();
     for c in &calls {
         assert_eq!(
             c.authorization.as_deref(),
             Some(format!("Bearer {CALLBACK_SECRET}").as_str())
         );
+        assert!(c.signature_valid(CALLBACK_SECRET), "bad signature: {c:?}");
+        assert!(!c.signature_valid("another-secret"));
+        let event = c.body["event_id"].as_str().unwrap().to_string();
+        assert_eq!(c.header("x-backup-runner-event-id"), Some(event.as_str()));
+        assert!(events.insert(event), "event ids must be unique");
         assert_eq!(c.body["job_id"], "job-backup-1");
         assert!(c.body["timestamp"].as_str().unwrap().ends_with('Z'));
     }
@@ -632,11 +629,21 @@ async fn callback_failures_are_retried_and_never_fail_the_backup() {
     ]))
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let seen: Vec<(String, u16)> = cb
+    let seen: Vec<(String, u16)> = cb.requests().iter().map(|c| (c.kind(), c.status)).collect();
+    // The retries of one callback carry its event id, so the receiver can drop duplicates.
+    let events: Vec<String> = cb
         .requests()
         .iter()
-        .map(|c| (statuses(std::slice::from_ref(c))[0].clone(), c.status))
+        .map(|c| c.body["event_id"].as_str().unwrap().to_string())
         .collect();
+    assert!(
+        events[0] == events[1] && events[1] == events[2],
+        "{events:?}"
+    );
+    assert!(
+        events[2] != events[3] && events[3] != events[4],
+        "{events:?}"
+    );
     assert_eq!(
         seen,
         [

@@ -37,12 +37,9 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-#[test]
-fn redis_7_0_fixture() {
-    let (version, items) = read_file(&fixture("redis-7.0.rdb"));
-    assert_eq!(version, 10);
-
-    let aux: BTreeMap<String, String> = items
+/// The AUX fields (`redis-ver`, `valkey-ver`, …) as text.
+fn aux_fields(items: &[RdbItem]) -> BTreeMap<String, String> {
+    items
         .iter()
         .filter_map(|i| match i {
             RdbItem::Aux { key, value } => Some((
@@ -51,7 +48,15 @@ fn redis_7_0_fixture() {
             )),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn redis_7_0_fixture() {
+    let (version, items) = read_file(&fixture("redis-7.0.rdb"));
+    assert_eq!(version, 10);
+
+    let aux = aux_fields(&items);
     assert_eq!(aux.get("redis-ver").map(String::as_str), Some("7.0.15"));
 
     let dbs: Vec<u64> = items
@@ -160,16 +165,7 @@ fn redis_7_0_fixture() {
 fn valkey_9_1_fixture() {
     let (version, items) = read_file(&fixture("valkey-9.1.rdb"));
     assert_eq!(version, 80);
-    let aux: BTreeMap<String, String> = items
-        .iter()
-        .filter_map(|i| match i {
-            RdbItem::Aux { key, value } => Some((
-                String::from_utf8_lossy(key).into_owned(),
-                String::from_utf8_lossy(value).into_owned(),
-            )),
-            _ => None,
-        })
-        .collect();
+    let aux = aux_fields(&items);
     assert_eq!(aux.get("valkey-ver").map(String::as_str), Some("9.1.2"));
     let keys: BTreeMap<(u64, String), &RdbKey> = items
         .iter()

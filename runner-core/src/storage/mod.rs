@@ -182,8 +182,8 @@ enum UploadState {
     Local(local::LocalUpload),
 }
 
-/// Attempts to abort an incomplete upload: 0.5 + 1 + 2 + 4 + 8 s of waiting at most.
-const ABORT_ATTEMPTS: u32 = 6;
+/// Attempts to abort an incomplete upload: 0.5 + 1 + 2 + 4 + 8 + 16 s of waiting at most.
+const ABORT_ATTEMPTS: u32 = 7;
 
 impl Upload<'_> {
     pub fn part_size(&self) -> u64 {

@@ -58,7 +58,12 @@ impl S3Backend {
                 ResponseChecksumValidation::WhenSupported,
             ),
         };
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .operation_attempt_timeout(c.request_timeout)
+            .build();
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .timeout_config(timeouts)
             .force_path_style(c.force_path_style)
             .request_checksum_calculation(request)
             .response_checksum_validation(response);

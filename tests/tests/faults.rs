@@ -527,6 +527,24 @@ async fn damaged_backups_leave_a_non_atomic_target_untouched() {
         .expect("a metadata callback");
     assert_eq!(meta.body["metadata"]["verified"], true);
     assert_eq!(last_status(&cb).0, "success");
+
+    // VERIFY_RESTORE also loads it into a scratch server: all 5000 keys arrive.
+    let scratch = RedisContainer::start(&cell.server, &network, &unique("pw"))
+        .await
+        .unwrap();
+    Job::new(&cell.image(), &network)
+        .envs(&redis_env(&scratch))
+        .envs(&storage_env(&s3))
+        .env("OPERATION_TYPE", "verify")
+        .env("VERIFY_RESTORE", "true")
+        .env("BACKUP_PATH", "good")
+        .run()
+        .await
+        .unwrap()
+        .assert_ok("verify with a scratch restore");
+    let mut sconn = scratch.connect(0).await.unwrap();
+    let size: u64 = redis::cmd("DBSIZE").query_async(&mut sconn).await.unwrap();
+    assert_eq!(size, 5000);
 }
 
 #[tokio::test(flavor = "multi_thread")]

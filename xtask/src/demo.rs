@@ -27,6 +27,13 @@ pub fn run(args: &[String]) -> Result<()> {
 fn run_image(name: &str) -> Result<()> {
     let matrix = Matrix::load()?;
     let cell = matrix.select(&[name.to_string()])?[0].clone();
+    if cell.engine != "postgres" {
+        bail!(
+            "the demo runs PostgreSQL cells (e.g. postgres-17); for {} run its harness: cargo xtask test {}",
+            cell.name,
+            cell.name
+        );
+    }
     if !docker::engine_available() {
         bail!("no Docker engine answers: run `bash .ci/install-docker.sh` (as root) first");
     }

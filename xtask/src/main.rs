@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: developer and CI tasks for backup-runner.
 
+mod bench;
 mod bootstrap;
 mod demo;
 mod docker;
@@ -26,7 +27,10 @@ commands:
   test [cell…]
           run the image harness: real servers and the runner image, backup → restore → compare
   push [cell…]
-          push the images to $REGISTRY (tags prefixed with $TAG_PREFIX); skipped without it";
+          push the images to $REGISTRY (tags prefixed with $TAG_PREFIX); skipped without it
+  bench [postgres] [--sizes 100,1024]
+          the runner against pg_dump alone, the gzip | aws s3 cp script and the Plan B way, on
+          the same data; writes benchmarks/postgres.md and .json";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +41,7 @@ fn main() -> Result<()> {
         Some("build") => images::build(&args[1..]),
         Some("test") => images::test(&args[1..]),
         Some("push") => images::push(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

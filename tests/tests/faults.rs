@@ -176,8 +176,9 @@ async fn faults_during_a_backup_leave_nothing_behind() {
     );
     assert_nothing_stored(&s3, "SIGTERM").await;
 
-    // 2. The S3 server frozen mid-upload for 12 s: the part upload times out (3 s here), the
-    // job fails with exit 6, and the abort, retried, removes the upload once the store is back.
+    // 2. The S3 server frozen mid-upload for 25 s: the part upload times out (3 s per attempt
+    // here, three attempts), the job fails with exit 6 well before the store is back, and the
+    // abort, retried, removes the upload once it is.
     let cb = CallbackReceiver::start_on("0.0.0.0").await.unwrap();
     let job = with_callback(big_backup(&cell, &network, &db, &s3), &cb, "s3-down")
         .env("STORAGE_TIMEOUT_SECS", "3")
@@ -186,7 +187,7 @@ async fn faults_during_a_backup_leave_nothing_behind() {
         .unwrap();
     // Frozen: connections are accepted and never answered, as with a store that hangs.
     s3.container().pause().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
     s3.container().unpause().await.unwrap();
     let out = job.wait().await.unwrap();
     assert_failed(&out, 6, &cb, "storage error", "S3 down mid-upload");

@@ -6,7 +6,9 @@
 //! 3. the script users write: `pg_dump | gzip | aws s3 cp - s3://…`;
 //! 4. the Plan B way: `pg_dump` into a temp file, `gzip` it into a second file, upload that;
 //! 5. the S3 server's own ceiling: `aws s3 cp` of a file of the runner's output size;
-//! 6. restore: the runner against `pg_restore` from a local file.
+//! 6. restore: the runner against `pg_restore` from a local file;
+//! 7. the runner's knobs one at a time (compression level and threads, part size, parts in
+//!    flight), for the trade-offs.
 //!
 //! Every process runs under GNU time, which gives its wall time, CPU time, peak RSS and blocks
 //! written. PostgreSQL and moto run on this machine, as the tests' fixtures do. Results go to
@@ -24,6 +26,21 @@ use crate::root;
 
 const BUCKET: &str = "bench";
 const DEFAULT_SIZES: &[u64] = &[100, 1024];
+
+/// Runner settings measured beside the defaults (zstd 3, its default threads, 8 MiB parts, 3 in
+/// flight).
+const TUNING: &[(&str, &str)] = &[
+    ("zstd 1", "COMPRESSION_LEVEL=1"),
+    ("zstd 6", "COMPRESSION_LEVEL=6"),
+    ("zstd 3, 1 thread", "COMPRESSION_THREADS=1"),
+    ("gzip 6", "COMPRESSION=gzip"),
+    ("no compression", "COMPRESSION=none"),
+    (
+        "16 MiB parts, 2 in flight",
+        "STORAGE_PART_SIZE_MB=16 STORAGE_UPLOAD_CONCURRENCY=2",
+    ),
+    ("8 MiB parts, 1 in flight", "STORAGE_UPLOAD_CONCURRENCY=1"),
+];
 
 /// One process's figures, from GNU time.
 #[derive(Debug, Clone, Default)]
@@ -300,6 +317,20 @@ async fn bench(sizes: &[u64]) -> Result<()> {
         r.output_bytes = bench.object_size(&key)?;
         let runner_output = r.output_bytes;
         runs.push(r);
+
+        // The runner's knobs, for the trade-offs: compression, threads, part size, in flight.
+        for (label, vars) in TUNING {
+            let key = format!("tuning/{mib}/{}", label.replace(' ', "-"));
+            let mut r = bench.pipeline(
+                &format!("runner backup ({label})"),
+                &[(
+                    "backup-runner",
+                    format!("env DB_NAME={db} BACKUP_PATH={key} {vars} {runner}"),
+                )],
+            )?;
+            r.output_bytes = bench.object_size(&key)?;
+            runs.push(r);
+        }
 
         let mut r = bench.pipeline(
             "script: pg_dump | gzip | aws s3 cp -",

@@ -37,6 +37,17 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// Every key, by (db, name).
+fn keys_by_db(items: &[RdbItem]) -> BTreeMap<(u64, String), &RdbKey> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            RdbItem::Key(k) => Some(((k.db, String::from_utf8_lossy(&k.key).into_owned()), k)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The AUX fields (`redis-ver`, `valkey-ver`, …) as text.
 fn aux_fields(items: &[RdbItem]) -> BTreeMap<String, String> {
     items
@@ -78,13 +89,7 @@ fn redis_7_0_fixture() {
     assert_eq!(functions.len(), 1);
     assert!(functions[0].starts_with(b"#!lua name=mylib"));
 
-    let keys: BTreeMap<(u64, String), &RdbKey> = items
-        .iter()
-        .filter_map(|i| match i {
-            RdbItem::Key(k) => Some(((k.db, String::from_utf8_lossy(&k.key).into_owned()), k)),
-            _ => None,
-        })
-        .collect();
+    let keys = keys_by_db(&items);
     assert_eq!(keys.len(), 30);
     assert_eq!(keys.keys().filter(|(db, _)| *db == 0).count(), 26);
     assert_eq!(keys.keys().filter(|(db, _)| *db == 1).count(), 2);
@@ -167,13 +172,7 @@ fn valkey_9_1_fixture() {
     assert_eq!(version, 80);
     let aux = aux_fields(&items);
     assert_eq!(aux.get("valkey-ver").map(String::as_str), Some("9.1.2"));
-    let keys: BTreeMap<(u64, String), &RdbKey> = items
-        .iter()
-        .filter_map(|i| match i {
-            RdbItem::Key(k) => Some(((k.db, String::from_utf8_lossy(&k.key).into_owned()), k)),
-            _ => None,
-        })
-        .collect();
+    let keys = keys_by_db(&items);
     assert_eq!(keys.len(), 33);
     assert_eq!(
         items

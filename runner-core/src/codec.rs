@@ -1,59 +1,114 @@
-//! Compression for the pipeline: one encoder/decoder type over the chosen algorithm, plus a
-//! reader that hashes and counts the bytes flowing through it.
+//! Compression for the pipeline: the compressor on its own thread, a decoder type over the
+//! chosen algorithm, and a reader that hashes and counts the bytes flowing through it.
 
-use std::io;
+use std::io::{self, Read};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use async_compression::tokio::bufread::{GzipDecoder, GzipEncoder, ZstdDecoder, ZstdEncoder};
-use async_compression::Level;
+use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
 
 use crate::config::{Algorithm, Compression};
 
-pub enum Encoder<R> {
-    Zstd(ZstdEncoder<R>),
-    Gzip(GzipEncoder<R>),
-    Plain(R),
-}
+/// Input per zstd worker job. zstd's own default grows with the level (8 MiB at level 3, more
+/// above), and every worker holds a job's input and output: 2 MiB keeps the workers' memory
+/// flat at any level, for less than 0.5% in size at level 3 (see BENCHMARKS.md).
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+/// Compressed bytes handed from the compressor thread to the pipeline per message, and how many
+/// messages may wait: at most 1 MiB between the two.
+const CHUNK: usize = 256 << 10;
+const CHUNKS_QUEUED: usize = 4;
 
-impl<R: AsyncBufRead + Unpin> Encoder<R> {
-    pub fn new(inner: R, c: Compression) -> Self {
-        match c.algorithm {
-            Algorithm::Zstd => {
-                // A frame checksum lets restore detect corruption while decompressing.
-                let mut params = vec![async_compression::zstd::CParameter::checksum_flag(true)];
-                if c.threads > 1 {
-                    params.push(async_compression::zstd::CParameter::nb_workers(c.threads));
-                }
-                Encoder::Zstd(ZstdEncoder::with_quality_and_params(
-                    inner,
-                    Level::Precise(c.level),
-                    &params,
-                ))
+/// A synchronous compressor over `input`.
+fn compressor<R: Read + Send + 'static>(
+    input: R,
+    c: Compression,
+) -> io::Result<Box<dyn Read + Send>> {
+    Ok(match c.algorithm {
+        Algorithm::Zstd => {
+            let buffered = io::BufReader::with_capacity(CHUNK, input);
+            let mut z = zstd::stream::read::Encoder::with_buffer(buffered, c.level)?;
+            // A frame checksum lets restore detect corruption while decompressing.
+            z.include_checksum(true)?;
+            if c.threads > 1 {
+                z.multithread(c.threads)?;
+                z.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
             }
-            Algorithm::Gzip => {
-                Encoder::Gzip(GzipEncoder::with_quality(inner, Level::Precise(c.level)))
-            }
-            Algorithm::None => Encoder::Plain(inner),
+            Box::new(z)
         }
-    }
+        Algorithm::Gzip => Box::new(flate2::read::GzEncoder::new(
+            input,
+            flate2::Compression::new(c.level as u32),
+        )),
+        Algorithm::None => Box::new(input),
+    })
 }
 
-impl<R: AsyncBufRead + Unpin> AsyncRead for Encoder<R> {
+/// Compresses `input` (the dump tool's pipe) on a thread of its own and hands the result out as
+/// an async stream. On its own thread, zstd may block while its workers catch up without
+/// stalling the runtime, and it never flushes early: an async encoder flushes whenever its input
+/// is momentarily empty, which with worker threads cuts every job short and waits for all of
+/// them. Dropping the stream stops the thread, which then closes the pipe.
+pub fn compress_on_thread<R: Read + Send + 'static>(
+    input: R,
+    c: Compression,
+) -> io::Result<Compressed> {
+    let mut reader = compressor(input, c)?;
+    let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
+    std::thread::Builder::new()
+        .name("compress".into())
+        .spawn(move || loop {
+            let mut chunk = vec![0u8; CHUNK];
+            let message = match reader.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Ok(Bytes::from(chunk))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = message.is_err();
+            if tx.blocking_send(message).is_err() || failed {
+                return;
+            }
+        })?;
+    Ok(Compressed {
+        rx,
+        current: Bytes::new(),
+    })
+}
+
+/// The compressed stream coming from the compressor thread.
+pub struct Compressed {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl AsyncRead for Compressed {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Encoder::Zstd(r) => Pin::new(r).poll_read(cx, buf),
-            Encoder::Gzip(r) => Pin::new(r).poll_read(cx, buf),
-            Encoder::Plain(r) => Pin::new(r).poll_read(cx, buf),
+        let this = self.get_mut();
+        while this.current.is_empty() {
+            match this.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                // The thread ended without an error: the end of the stream.
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(Some(Ok(chunk))) => this.current = chunk,
+            }
         }
+        let n = this.current.len().min(buf.remaining());
+        buf.put_slice(&this.current.split_to(n));
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -180,10 +235,41 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
     }
 }
 
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&buf[..n]);
+                }
+                self.total += n as u64;
+                self.counter.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.read_failed = true;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, BufReader};
+
+    async fn compress(data: Vec<u8>, c: Compression) -> Vec<u8> {
+        let mut compressed = Vec::new();
+        compress_on_thread(io::Cursor::new(data), c)
+            .unwrap()
+            .read_to_end(&mut compressed)
+            .await
+            .unwrap();
+        compressed
+    }
 
     async fn round_trip(algorithm: Algorithm, threads: u32) {
         let data: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
@@ -192,11 +278,7 @@ mod tests {
             level: 3,
             threads,
         };
-        let mut compressed = Vec::new();
-        Encoder::new(BufReader::new(&data[..]), c)
-            .read_to_end(&mut compressed)
-            .await
-            .unwrap();
+        let compressed = compress(data.clone(), c).await;
         if algorithm != Algorithm::None {
             assert!(compressed.len() < data.len());
         }
@@ -224,6 +306,43 @@ mod tests {
         round_trip(Algorithm::None, 1).await;
     }
 
+    /// Gives `good` bytes, then fails.
+    struct Failing(usize);
+
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::other("pipe broke"));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_input_fails_the_compressed_stream() {
+        for (algorithm, threads) in [
+            (Algorithm::Zstd, 2),
+            (Algorithm::Gzip, 1),
+            (Algorithm::None, 1),
+        ] {
+            let c = Compression {
+                algorithm,
+                level: 1,
+                threads,
+            };
+            let mut out = Vec::new();
+            let r = compress_on_thread(Failing(3 << 20), c)
+                .unwrap()
+                .read_to_end(&mut out)
+                .await;
+            let e = r.expect_err("the input's error must reach the pipeline");
+            assert!(e.to_string().contains("pipe broke"), "{algorithm:?}: {e}");
+        }
+    }
+
     #[tokio::test]
     async fn truncated_zstd_is_an_error() {
         let data = vec![7u8; 100_000];
@@ -232,11 +351,7 @@ mod tests {
             level: 3,
             threads: 1,
         };
-        let mut compressed = Vec::new();
-        Encoder::new(BufReader::new(&data[..]), c)
-            .read_to_end(&mut compressed)
-            .await
-            .unwrap();
+        let mut compressed = compress(data, c).await;
         compressed.truncate(compressed.len() - 4);
         let mut out = Vec::new();
         let r = Decoder::new(BufReader::new(&compressed[..]), Algorithm::Zstd)

@@ -254,6 +254,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                 sha256 = %m.sha256,
                 object_key = %m.object_key,
                 duration_ms = elapsed.as_millis() as u64,
+                peak_rss_bytes = peak_rss_bytes(),
                 "{message}"
             );
             notifier
@@ -267,6 +268,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     "compression": m.compression.algorithm,
                     "parts": m.parts,
                     "duration_ms": elapsed.as_millis() as u64,
+                    "peak_rss_bytes": peak_rss_bytes(),
                     "engine": m.engine,
                     "server_version": m.server_version,
                     "client_version": m.client_version,
@@ -291,6 +293,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                 phase = "done",
                 bytes = m.bytes,
                 duration_ms = elapsed.as_millis() as u64,
+                peak_rss_bytes = peak_rss_bytes(),
                 "{message}"
             );
             notifier.status(Status::Success, &message).await;
@@ -365,5 +368,32 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    }
+}
+
+/// The runner's own peak resident memory (VmHWM; its children not included), reported so a job's
+/// memory limit can be sized from real runs. `None` where /proc is not there.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&status)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_comes_from_vm_hwm() {
+        let status =
+            "Name:\tbackup-runner\nVmPeak:\t  90000 kB\nVmHWM:\t   41234 kB\nVmRSS:\t 30000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(41_234 * 1024));
+        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+        assert!(peak_rss_bytes().unwrap() > 0);
     }
 }

@@ -230,11 +230,15 @@ impl RunningTool {
     }
 
     pub fn take_stdout(&mut self) -> ChildStdout {
-        self.child.stdout.take().expect("stdout is piped")
+        let stdout = self.child.stdout.take().expect("stdout is piped");
+        widen_pipe(&stdout);
+        stdout
     }
 
     pub fn take_stdin(&mut self) -> ChildStdin {
-        self.child.stdin.take().expect("stdin is piped")
+        let stdin = self.child.stdin.take().expect("stdin is piped");
+        widen_pipe(&stdin);
+        stdin
     }
 
     /// Stops the tool (used when its input turned out to be bad).
@@ -289,6 +293,17 @@ async fn collect_stderr(tool: String, stderr: tokio::process::ChildStderr) -> St
         tail.push_back(line);
     }
     tail.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+/// Room in the pipe between a tool and the pipeline (the kernel's default is 64 KiB): while the
+/// compressor waits for a worker, the tool keeps writing instead of stalling with its server.
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// Grows a pipe to `PIPE_SIZE`; where the kernel refuses (a lower pipe-max-size), the default
+/// size only costs speed.
+pub fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl on a file descriptor this process owns, with an integer argument.
+    let _ = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
 }
 
 #[cfg(test)]

@@ -240,6 +240,11 @@ impl S3Server {
     }
 
     /// Path to moto's combined stdout/stderr log.
+    /// The server's process id; it leads its own process group.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.log_dir.path().join("moto.log")
     }

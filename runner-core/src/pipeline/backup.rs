@@ -1,13 +1,13 @@
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{choose_part_size, human, parts_in_flight, Progress};
-use crate::codec::{Encoder, Metered};
+use crate::codec::{compress_on_thread, Metered};
 use crate::config::Operation;
 use crate::config::{Config, StorageConfig};
 use crate::engine::{with_hint, DumpFormat, Engine, ServerInfo};
@@ -15,8 +15,7 @@ use crate::error::Error;
 use crate::keys::{backup_key, KeyParts};
 use crate::manifest::{manifest_key, CompressionInfo, Manifest, MANIFEST_VERSION};
 use crate::storage::Storage;
-
-const TOOL_READ_BUFFER: usize = 256 << 10;
+use crate::tool::widen_pipe;
 
 /// Dumps the database into storage and writes the manifest. On error the caller aborts the
 /// pending upload; no manifest is written, so the failed backup is never mistaken for one.
@@ -57,51 +56,61 @@ pub async fn backup<E: Engine>(
         object = %storage.describe(&key),
         part_size,
         parts_in_flight = in_flight,
+        compression = ?cfg.compression.algorithm,
+        compression_level = cfg.compression.level,
+        compression_threads = cfg.compression.threads,
         "starting the dump ({} per part)",
         human(part_size)
     );
 
     let command = engine.backup_command(&cfg.db, server)?;
     tracing::info!(phase = "dump", "running {}", command.display());
-    let mut tool = command.spawn(Stdio::null(), Stdio::piped())?;
-    let dump = Metered::counting(tool.take_stdout(), progress.raw.clone());
-    let mut stream = Encoder::new(
-        BufReader::with_capacity(TOOL_READ_BUFFER, dump),
-        cfg.compression,
-    );
+    // A plain (blocking) pipe: the compressor reads it on its own thread.
+    let (pipe, tool_stdout) = std::io::pipe()
+        .map_err(|e| Error::Internal(format!("cannot create the dump pipe: {e}")))?;
+    widen_pipe(&pipe);
+    let tool = command.spawn(Stdio::null(), Stdio::from(tool_stdout))?;
+    let dump = Metered::counting(pipe, progress.raw.clone());
+    let mut stream = compress_on_thread(dump, cfg.compression)
+        .map_err(|e| Error::Internal(format!("cannot start the compressor: {e}")))?;
 
     let mut upload = storage.upload(&key, part_size, in_flight);
     let mut hasher = Sha256::new();
     let mut stored: u64 = 0;
-    // A full part is held back until the next read shows whether it is the last one.
+    // A full part is held back until the next byte shows it is not the last one, then handed
+    // over at once, so a held part and a filling part rarely share memory.
     let mut held: Option<Bytes> = None;
     let last = loop {
-        let chunk = match read_part(&mut stream, part_size as usize).await {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                // A broken stream usually means the tool died: its status explains more.
-                drop(stream);
-                tool.wait()
-                    .await
-                    .map_err(|e| with_hint(engine, Operation::Backup, e))?;
-                return Err(Error::Internal(format!(
-                    "reading the dump stream failed: {e}"
-                )));
+        let mut part = BytesMut::with_capacity(part_size as usize);
+        let mut result = fill(&mut stream, &mut part, 1).await;
+        if result.is_ok() && !part.is_empty() {
+            if let Some(previous) = held.take() {
+                upload.part(previous).await?;
             }
-        };
-        hasher.update(&chunk);
-        stored += chunk.len() as u64;
+            result = fill(&mut stream, &mut part, part_size as usize).await;
+        }
+        if let Err(e) = result {
+            // A broken stream usually means the tool died: its status explains more.
+            drop(stream);
+            tool.wait()
+                .await
+                .map_err(|e| with_hint(engine, Operation::Backup, e))?;
+            return Err(Error::Internal(format!(
+                "reading the dump stream failed: {e}"
+            )));
+        }
+        if part.is_empty() {
+            break held.take().unwrap_or_default();
+        }
+        hasher.update(&part);
+        stored += part.len() as u64;
         progress
             .stored
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        let full = chunk.len() as u64 == part_size;
-        if let Some(previous) = held.take() {
-            upload.part(previous).await?;
-        }
-        if full {
-            held = Some(chunk);
+            .fetch_add(part.len() as u64, Ordering::Relaxed);
+        if part.len() as u64 == part_size {
+            held = Some(part.freeze());
         } else {
-            break chunk;
+            break part.freeze();
         }
     };
     drop(stream);
@@ -160,13 +169,18 @@ pub async fn backup<E: Engine>(
     Ok(manifest)
 }
 
-/// Reads until `size` bytes or the end of the stream.
-async fn read_part<R: AsyncRead + Unpin>(stream: &mut R, size: usize) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(size);
-    while buf.len() < size {
-        if stream.read_buf(&mut buf).await? == 0 {
+/// Reads into `buf` until it holds `until` bytes or the stream ends.
+async fn fill<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+    until: usize,
+) -> std::io::Result<()> {
+    while buf.len() < until {
+        // Limited, so a part never grows past its size whatever the buffer's capacity.
+        let room = until - buf.len();
+        if stream.read_buf(&mut (&mut *buf).limit(room)).await? == 0 {
             break;
         }
     }
-    Ok(buf.freeze())
+    Ok(())
 }

@@ -23,7 +23,7 @@ SERIES = [
 def main(src, dst):
     data = json.load(open(src))
     runs = data["runs"]
-    fig, (thr, mem) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, (thr, mem) = plt.subplots(1, 2, figsize=(13, 7))
     for prefix, label, color, style in SERIES:
         points = sorted(
             (r["db_bytes"] / 2**20, r) for r in runs if r["method"].startswith(prefix)
@@ -47,7 +47,7 @@ def main(src, dst):
     thr.set_ylim(bottom=0)
     for ax in (thr, mem):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     fig.suptitle("backup-runner (PostgreSQL): " + data["machine"], fontsize=8)
     fig.tight_layout()
     fig.savefig(dst, dpi=110)

@@ -1,5 +1,5 @@
 // The image build sets the product and version the binary (and its image's client tools) are for.
 fn main() {
-    println!("cargo:rerun-if-env-changed=BACKUP_RUNNER_DB_VERSION");
-    println!("cargo:rerun-if-env-changed=BACKUP_RUNNER_DB_FLAVOR");
+    println!("cargo:rerun-if-env-changed=BACKUP_RUNNER_MYSQL_VERSION");
+    println!("cargo:rerun-if-env-changed=BACKUP_RUNNER_MYSQL_FLAVOR");
 }

@@ -654,6 +654,11 @@ async fn memory_stays_bounded_on_a_big_dump() {
         assert_eq!(meta.body["metadata"]["peak_rss_bytes"], peak, "{path}");
         let raw = meta.body["metadata"]["raw_bytes"].as_u64().unwrap();
         assert!(raw > 200 << 20, "{path}: the dump is only {raw} bytes");
+        println!(
+            "{path}: the runner peaked at {:.1} MiB for a {} MiB dump",
+            peak as f64 / 1048576.0,
+            raw >> 20
+        );
         assert!(
             peak < PEAK_RSS_BOUND,
             "{path}: the runner peaked at {} MiB backing up a {} MiB dump",
@@ -673,6 +678,10 @@ async fn memory_stays_bounded_on_a_big_dump() {
         .unwrap();
     out.assert_ok("restore");
     let peak = peak_rss(&out, "restore");
+    println!(
+        "restore: the runner peaked at {:.1} MiB",
+        peak as f64 / 1048576.0
+    );
     assert!(
         peak < PEAK_RSS_BOUND,
         "restore: the runner peaked at {} MiB",

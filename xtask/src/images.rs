@@ -50,13 +50,14 @@ fn git(args: &[&str]) -> String {
 fn build_cell(cell: &Cell) -> Result<()> {
     let started = std::time::Instant::now();
     println!("xtask: building {} ({})", cell.image(), cell.name);
-    // The whole workspace, so features (and so artifacts) match the test build; only the engine
-    // crate is rebuilt when the version changes.
+    // The whole workspace, so features (and so artifacts) match the test build. Each engine
+    // reads its own variables, so only this cell's engine crate is rebuilt.
+    let engine = cell.engine.to_uppercase();
     cargo_with_env(
         &["build", "--release", "--workspace", "--bins"],
         &[
-            ("BACKUP_RUNNER_DB_VERSION", &cell.version),
-            ("BACKUP_RUNNER_DB_FLAVOR", cell.product()),
+            (&format!("BACKUP_RUNNER_{engine}_VERSION"), &cell.version),
+            (&format!("BACKUP_RUNNER_{engine}_FLAVOR"), cell.product()),
         ],
     )?;
     let context = root().join("target/image-context").join(&cell.name);

@@ -11,7 +11,7 @@ pub enum Flavor {
 impl Flavor {
     /// The flavor this binary was built for, else the one whose tools are installed.
     pub fn of_this_build() -> Flavor {
-        match option_env!("BACKUP_RUNNER_DB_FLAVOR") {
+        match option_env!("BACKUP_RUNNER_MYSQL_FLAVOR") {
             Some("mariadb") => Flavor::Mariadb,
             Some(_) => Flavor::Mysql,
             None if on_path("mariadb-dump") => Flavor::Mariadb,

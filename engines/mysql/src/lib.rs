@@ -115,7 +115,7 @@ fn info_for(flavor: Flavor) -> EngineInfo {
         default_database: None,
         file_extension: "sql",
         format: "mysql-sql",
-        built_for: option_env!("BACKUP_RUNNER_DB_VERSION"),
+        built_for: option_env!("BACKUP_RUNNER_MYSQL_VERSION"),
     }
 }
 

@@ -24,7 +24,7 @@ pub static INFO: EngineInfo = EngineInfo {
     default_database: None,
     file_extension: "pgdump",
     format: "pg_dump-custom",
-    built_for: option_env!("BACKUP_RUNNER_DB_VERSION"),
+    built_for: option_env!("BACKUP_RUNNER_POSTGRES_VERSION"),
 };
 
 /// Restore settings, from `RESTORE_*` and `PG_*` variables.

@@ -10,9 +10,9 @@ pub enum Flavor {
 }
 
 impl Flavor {
-    /// The product this binary's image was built for (`BACKUP_RUNNER_DB_FLAVOR`, default Redis).
+    /// The product this binary's image was built for (`BACKUP_RUNNER_REDIS_FLAVOR`, default Redis).
     pub fn of_this_build() -> Flavor {
-        match option_env!("BACKUP_RUNNER_DB_FLAVOR") {
+        match option_env!("BACKUP_RUNNER_REDIS_FLAVOR") {
             Some("valkey") => Flavor::Valkey,
             _ => Flavor::Redis,
         }

@@ -68,7 +68,7 @@ fn info_for(flavor: Flavor) -> EngineInfo {
         default_database: Some("all"),
         file_extension: RDB.extension,
         format: RDB.name,
-        built_for: option_env!("BACKUP_RUNNER_DB_VERSION"),
+        built_for: option_env!("BACKUP_RUNNER_REDIS_VERSION"),
     }
 }
 

@@ -28,9 +28,9 @@ commands:
           run the image harness: real servers and the runner image, backup → restore → compare
   push [cell…]
           push the images to $REGISTRY (tags prefixed with $TAG_PREFIX); skipped without it
-  bench [postgres] [--sizes 100,1024]
+  bench [postgres] [--sizes 100,1024,2048]
           the runner against pg_dump alone, the gzip | aws s3 cp script and the Plan B way, on
-          the same data; writes benchmarks/postgres.md and .json";
+          the same data; writes benchmarks/postgres.md, .json and .png";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

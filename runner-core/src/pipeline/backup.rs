@@ -14,7 +14,7 @@ use crate::engine::{with_hint, DumpFormat, Engine, ServerInfo};
 use crate::error::Error;
 use crate::keys::{backup_key, KeyParts};
 use crate::manifest::{manifest_key, CompressionInfo, Manifest, MANIFEST_VERSION};
-use crate::storage::Storage;
+use crate::storage::{Storage, Upload};
 use crate::tool::widen_pipe;
 
 /// Dumps the database into storage and writes the manifest. On error the caller aborts the
@@ -82,12 +82,12 @@ pub async fn backup<E: Engine>(
     let mut held: Option<Bytes> = None;
     let last = loop {
         let mut part = BytesMut::with_capacity(part_size as usize);
-        let mut result = fill(&mut stream, &mut part, 1).await;
+        let mut result = fill_watching(&mut stream, &mut part, 1, &mut upload).await?;
         if result.is_ok() && !part.is_empty() {
             if let Some(previous) = held.take() {
                 upload.part(previous).await?;
             }
-            result = fill(&mut stream, &mut part, part_size as usize).await;
+            result = fill_watching(&mut stream, &mut part, part_size as usize, &mut upload).await?;
         }
         if let Err(e) = result {
             // A broken stream usually means the tool died: its status explains more.
@@ -167,6 +167,19 @@ pub async fn backup<E: Engine>(
         .put(&manifest_key, Bytes::from(manifest.to_json()))
         .await?;
     Ok(manifest)
+}
+
+/// `fill`, ended early by a part upload that fails meanwhile.
+async fn fill_watching<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+    until: usize,
+    upload: &mut Upload<'_>,
+) -> Result<std::io::Result<()>, Error> {
+    tokio::select! {
+        read = fill(stream, buf, until) => Ok(read),
+        failed = upload.failure() => Err(failed),
+    }
 }
 
 /// Reads into `buf` until it holds `until` bytes or the stream ends.

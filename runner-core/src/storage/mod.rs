@@ -219,6 +219,15 @@ impl Upload<'_> {
         }
     }
 
+    /// Resolves with the first failed part upload, so a failure ends the job even while the
+    /// dump is stalled; never while the upload is healthy (local writes fail in `part`).
+    pub async fn failure(&mut self) -> Error {
+        match &mut self.state {
+            UploadState::S3(u) => u.failure().await,
+            UploadState::Local(_) => std::future::pending().await,
+        }
+    }
+
     /// Sends the last (possibly short or empty) part and makes the object visible.
     pub async fn complete(mut self, last: Bytes) -> Result<u32, Error> {
         if !last.is_empty() || self.parts == 0 {

@@ -335,6 +335,17 @@ impl MultipartUpload {
         Ok(created)
     }
 
+    /// Resolves with the first failed part upload; never while the parts in flight succeed.
+    /// Cancel-safe, so it can race the dump stream.
+    pub(super) async fn failure(&mut self) -> Error {
+        while !self.in_flight.is_empty() {
+            if let Err(e) = self.join_one().await {
+                return e;
+            }
+        }
+        std::future::pending().await
+    }
+
     async fn join_one(&mut self) -> Result<(), Error> {
         if let Some(joined) = self.in_flight.join_next().await {
             let part = joined.map_err(|e| Error::Internal(format!("part upload task: {e}")))??;

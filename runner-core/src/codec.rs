@@ -206,6 +206,15 @@ impl<R> Metered<R> {
         self.read_failed
     }
 
+    fn record(&mut self, bytes: &[u8]) {
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(bytes);
+        }
+        self.total += bytes.len() as u64;
+        self.counter
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    }
+
     /// Bytes read and their sha256 (hex; empty when not hashing).
     pub fn finish(self) -> (u64, String) {
         let digest = self
@@ -226,12 +235,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &poll {
-            let new = &buf.filled()[before..];
-            if let Some(h) = this.hasher.as_mut() {
-                h.update(new);
-            }
-            this.total += new.len() as u64;
-            this.counter.fetch_add(new.len() as u64, Ordering::Relaxed);
+            this.record(&buf.filled()[before..]);
         } else if let Poll::Ready(Err(_)) = &poll {
             this.read_failed = true;
         }
@@ -243,11 +247,7 @@ impl<R: Read> Read for Metered<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(buf) {
             Ok(n) => {
-                if let Some(h) = self.hasher.as_mut() {
-                    h.update(&buf[..n]);
-                }
-                self.total += n as u64;
-                self.counter.fetch_add(n as u64, Ordering::Relaxed);
+                self.record(&buf[..n]);
                 Ok(n)
             }
             Err(e) => {
@@ -310,7 +310,7 @@ mod tests {
         round_trip(Algorithm::None, 1).await;
     }
 
-    /// Gives `good` bytes, then fails.
+    /// Gives this many bytes, then fails.
     struct Failing(usize);
 
     impl Read for Failing {

@@ -239,6 +239,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
     let elapsed = started.elapsed();
     match result {
         Ok(Outcome::Backup(m)) => {
+            let peak_rss = peak_rss_bytes();
             let location = storage.describe(&m.object_key);
             let message = format!(
                 "{} backup completed: {} stored ({} dump) at {location} in {:.1}s",
@@ -254,7 +255,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                 sha256 = %m.sha256,
                 object_key = %m.object_key,
                 duration_ms = elapsed.as_millis() as u64,
-                peak_rss_bytes = peak_rss_bytes(),
+                peak_rss_bytes = peak_rss,
                 "{message}"
             );
             notifier
@@ -268,7 +269,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     "compression": m.compression.algorithm,
                     "parts": m.parts,
                     "duration_ms": elapsed.as_millis() as u64,
-                    "peak_rss_bytes": peak_rss_bytes(),
+                    "peak_rss_bytes": peak_rss,
                     "engine": m.engine,
                     "server_version": m.server_version,
                     "client_version": m.client_version,

@@ -48,6 +48,9 @@ pub struct Config {
     /// `RESTORE_VERIFY_FIRST`: check the whole object before touching the target; `None`
     /// leaves it to the engine (on unless its restore is atomic).
     pub verify_first: Option<bool>,
+    /// `STRICT_FIDELITY`: a backup that cannot be restored exactly (a loss the engine names
+    /// before the dump) fails instead of warning.
+    pub strict_fidelity: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +174,7 @@ impl Config {
         let job_id = env.string("JOB_ID").unwrap_or_else(generated_job_id);
         let verify_restore = env.bool("VERIFY_RESTORE").unwrap_or(false);
         let verify_first = env.bool("RESTORE_VERIFY_FIRST");
+        let strict_fidelity = env.bool("STRICT_FIDELITY").unwrap_or(false);
         // A plain verify reads storage only: the database settings are optional.
         let db_required = operation != Some(Operation::Verify) || verify_restore;
         let db = read_db(env, engine, db_required);
@@ -221,6 +225,7 @@ impl Config {
             progress_interval,
             verify_restore,
             verify_first,
+            strict_fidelity,
         })
     }
 }

@@ -2,12 +2,13 @@
 //! touches storage, compression or callbacks; the pipeline does.
 
 use std::future::Future;
+use std::process::Stdio;
 
 use crate::config::{DbConfig, Operation};
 use crate::env::EnvReader;
 use crate::error::Error;
 use crate::manifest::Manifest;
-use crate::tool::ToolCommand;
+use crate::tool::{widen_pipe, RunningTool, ToolCommand};
 
 /// Static facts about an engine binary.
 #[derive(Debug)]
@@ -53,6 +54,60 @@ pub struct ServerInfo {
     pub warnings: Vec<String>,
     /// The dump format chosen for this server, when it differs from the engine's default.
     pub format: Option<DumpFormat>,
+    /// What the backup cannot carry over exactly, named before the dump starts (also recorded as
+    /// warnings; `STRICT_FIDELITY=true` turns any of them into a failed backup).
+    pub losses: Vec<String>,
+}
+
+/// A dump in progress: the byte stream the pipeline stores, and the tools behind it.
+pub struct Dump {
+    /// Read on the compressor's thread until it ends.
+    pub stream: Box<dyn std::io::Read + Send>,
+    /// Every tool feeding the stream, in stream order. Each one's exit status is checked after
+    /// the stream has ended; the first failure fails the backup.
+    pub tools: Vec<RunningTool>,
+    /// Called once the stream ended and every tool succeeded: what the engine learned on the
+    /// way, for the manifest.
+    pub report: Box<dyn FnOnce() -> DumpReport + Send>,
+}
+
+impl Dump {
+    /// The dump of one command writing to stdout, with nothing to report.
+    pub fn of_command(command: ToolCommand) -> Result<Dump, Error> {
+        let (pipe, tool) = spawn_into_pipe(command)?;
+        Ok(Dump {
+            stream: Box::new(pipe),
+            tools: vec![tool],
+            report: Box::new(DumpReport::default),
+        })
+    }
+}
+
+/// Starts `command` with its stdout on a plain (blocking) pipe, for the compressor's thread.
+pub fn spawn_into_pipe(command: ToolCommand) -> Result<(std::io::PipeReader, RunningTool), Error> {
+    let (pipe, tool_stdout) = std::io::pipe()
+        .map_err(|e| Error::Internal(format!("cannot create the dump pipe: {e}")))?;
+    widen_pipe(&pipe);
+    tracing::info!(phase = "dump", "running {}", command.display());
+    let tool = command.spawn(Stdio::null(), Stdio::from(tool_stdout))?;
+    Ok((pipe, tool))
+}
+
+/// What an engine learned while its dump streamed past.
+#[derive(Debug, Clone, Default)]
+pub struct DumpReport {
+    /// Engine-specific facts for the manifest's `engine_details` (e.g. what a restore needs).
+    pub details: serde_json::Map<String, serde_json::Value>,
+    /// Caveats found during the dump, added to the manifest's warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Rewrites the decoded backup on its way into the restore tool (e.g. names that must change).
+/// Fed the stream in arbitrary chunks; appends what the tool should read to `out`.
+pub trait StreamFilter: Send {
+    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>);
+    /// The end of the stream: flush what is held back.
+    fn finish(&mut self, out: &mut Vec<u8>);
 }
 
 /// A dump format: its name in the manifest and its file extension (without the dot).
@@ -80,6 +135,17 @@ pub trait Engine: Sized + Send + Sync + 'static {
     /// The dump command; it writes the backup to stdout.
     fn backup_command(&self, db: &DbConfig, server: &ServerInfo) -> Result<ToolCommand, Error>;
 
+    /// Starts the dump. By default the stream is `backup_command`'s stdout; an engine may add
+    /// to it (statements of its own after the tool's output) or watch it.
+    fn start_dump(
+        &self,
+        db: &DbConfig,
+        server: &ServerInfo,
+    ) -> impl Future<Output = Result<Dump, Error>> + Send {
+        let dump = self.backup_command(db, server).and_then(Dump::of_command);
+        async move { dump }
+    }
+
     /// Runs before the restore tool: checks the backup fits this server and prepares the target
     /// (e.g. creates the database).
     fn prepare_restore(
@@ -91,6 +157,16 @@ pub trait Engine: Sized + Send + Sync + 'static {
 
     /// The restore command; it reads the backup from stdin.
     fn restore_command(&self, db: &DbConfig, manifest: &Manifest) -> Result<ToolCommand, Error>;
+
+    /// A rewrite of the decoded stream before the restore tool reads it; `None` (the default)
+    /// passes it through untouched.
+    fn restore_filter(
+        &self,
+        _db: &DbConfig,
+        _manifest: &Manifest,
+    ) -> Result<Option<Box<dyn StreamFilter>>, Error> {
+        Ok(None)
+    }
 
     /// Whether a failed restore leaves the target as it was (e.g. one transaction). When not,
     /// the pipeline verifies the whole object before the restore starts.

@@ -14,7 +14,7 @@ pub enum Error {
     #[error("cannot reach the database: {0}")]
     DbUnavailable(String),
     /// Server, client tools and backup format do not fit together.
-    #[error("incompatible versions: {0}")]
+    #[error("incompatible: {0}")]
     Incompatible(String),
     #[error("storage error: {0}")]
     Storage(String),
@@ -27,6 +27,9 @@ pub enum Error {
     /// The backup is missing, incomplete or corrupt.
     #[error("integrity check failed: {0}")]
     Integrity(String),
+    /// The backup would not be an exact copy and `STRICT_FIDELITY` forbids it.
+    #[error("the backup would not be exact (STRICT_FIDELITY=true): {0}")]
+    Loss(String),
     #[error("interrupted by {0}: the job was stopped before it finished")]
     Interrupted(&'static str),
     #[error("internal error: {0}")]
@@ -41,11 +44,36 @@ impl Error {
             Error::DbUnavailable(_) => ExitCode::DbUnavailable,
             Error::Incompatible(_) => ExitCode::Incompatible,
             Error::Storage(_) => ExitCode::Storage,
-            Error::Tool { .. } => ExitCode::ToolFailed,
+            Error::Tool { .. } | Error::Loss(_) => ExitCode::ToolFailed,
             Error::Integrity(_) => ExitCode::Integrity,
             Error::Interrupted("SIGINT") => ExitCode::InterruptedInt,
             Error::Interrupted(_) => ExitCode::InterruptedTerm,
             Error::Internal(_) => ExitCode::Internal,
+        }
+    }
+
+    /// The same error with a sentence appended to its message (the class, and so the exit code,
+    /// is unchanged).
+    pub fn with_note(self, note: &str) -> Error {
+        let add = |m: String| format!("{m}; {note}");
+        match self {
+            Error::DbRefused(m) => Error::DbRefused(add(m)),
+            Error::DbUnavailable(m) => Error::DbUnavailable(add(m)),
+            Error::Incompatible(m) => Error::Incompatible(add(m)),
+            Error::Storage(m) => Error::Storage(add(m)),
+            Error::Integrity(m) => Error::Integrity(add(m)),
+            Error::Loss(m) => Error::Loss(add(m)),
+            Error::Internal(m) => Error::Internal(add(m)),
+            Error::Tool {
+                tool,
+                status,
+                detail,
+            } => Error::Tool {
+                tool,
+                status,
+                detail: format!("{detail}\n{note}"),
+            },
+            other @ (Error::Config(_) | Error::Interrupted(_)) => other,
         }
     }
 

@@ -198,7 +198,13 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
         } else {
             op
         };
-        let server = engine.preflight(&cfg.db, restore_op).await?;
+        let mut server = engine.preflight(&cfg.db, restore_op).await?;
+        if op == Operation::Backup && !server.losses.is_empty() {
+            if cfg.strict_fidelity {
+                return Err(Error::Loss(server.losses.join("; ")));
+            }
+            server.warnings.extend(server.losses.iter().cloned());
+        }
         for w in &server.warnings {
             tracing::warn!(phase = "preflight", "{w}");
         }
@@ -275,6 +281,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     "client_version": m.client_version,
                     "database": m.database,
                     "expires_at": m.expires_at,
+                    "warnings": m.warnings,
                 }))
                 .await;
             notifier.status(Status::Success, &message).await;

@@ -43,6 +43,10 @@ pub struct Manifest {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// What the engine recorded for its restore (e.g. the database's defaults, the largest
+    /// statement); an object, empty for engines that record nothing.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub engine_details: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +113,7 @@ pub(crate) mod tests {
             retention_days: Some(7),
             expires_at: Some(t + chrono::Duration::days(7)),
             warnings: vec![],
+            engine_details: Default::default(),
         }
     }
 

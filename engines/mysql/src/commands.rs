@@ -7,9 +7,22 @@ use runner_core::{DbConfig, Error, ToolCommand};
 
 use crate::flavor::Flavor;
 
+/// The largest packet the tools send or accept (the protocol's limit): a row of up to 1 GiB
+/// backs up and restores. The server's own `max_allowed_packet` is checked separately.
+pub const MAX_PACKET: u64 = 1 << 30;
+
+/// What the dump covers beyond the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DumpShape {
+    /// MariaDB 10.11+: system-versioned tables with their history rows and period columns.
+    pub history: bool,
+    /// Leave triggers out (they are dumped after the runner's own statements).
+    pub skip_triggers: bool,
+}
+
 /// A consistent snapshot without locking InnoDB writers, everything in the schema, binary safe,
 /// utf8mb4, and nothing that needs PROCESS, SUPER or RELOAD (tablespaces, GTID, LOCK TABLES).
-pub fn dump_args(flavor: Flavor) -> Vec<&'static str> {
+pub fn dump_args(flavor: Flavor, shape: DumpShape) -> Vec<&'static str> {
     let mut args = vec![
         "--single-transaction",
         "--quick",
@@ -25,7 +38,44 @@ pub fn dump_args(flavor: Flavor) -> Vec<&'static str> {
     if flavor == Flavor::Mysql {
         args.push("--set-gtid-purged=OFF");
     }
+    if shape.history {
+        args.push("--dump-history");
+    }
+    if shape.skip_triggers {
+        args.retain(|a| *a != "--triggers");
+        args.push("--skip-triggers");
+    }
     args
+}
+
+/// Only the triggers of the database (no tables, data, routines or events).
+pub fn triggers_dump(flavor: Flavor, db: &DbConfig) -> Result<ToolCommand, Error> {
+    let mut cmd = with_options(flavor.dump_tool(), flavor, db)?;
+    cmd.args([
+        "--no-create-info",
+        "--no-data",
+        "--skip-routines",
+        "--skip-events",
+        "--triggers",
+        "--default-character-set=utf8mb4",
+        "--no-tablespaces",
+        "--skip-add-locks",
+        "--skip-dump-date",
+    ]);
+    if flavor == Flavor::Mysql {
+        cmd.arg("--set-gtid-purged=OFF");
+    }
+    cmd.arg(&db.name);
+    Ok(cmd)
+}
+
+/// The client printing a script's results as they are (no escaping, no headers), row by row.
+pub fn script_client(flavor: Flavor, db: &DbConfig) -> Result<ToolCommand, Error> {
+    let mut cmd = with_options(flavor.client_tool(), flavor, db)?;
+    cmd.arg(format!("--connect-timeout={}", db.connect_timeout_secs))
+        .args(["--batch", "--raw", "--skip-column-names", "--quick"])
+        .arg(format!("--database={}", db.name));
+    Ok(cmd)
 }
 
 /// An option file value, quoted: `"` and `\` escaped.
@@ -81,6 +131,7 @@ pub fn option_file(flavor: Flavor, db: &DbConfig) -> String {
         format!("port={}", db.port),
         format!("user={}", quoted(&db.user)),
         "default-character-set=utf8mb4".to_string(),
+        format!("max-allowed-packet={MAX_PACKET}"),
     ];
     if let Some(p) = &db.password {
         lines.push(format!("password={}", quoted(p.expose())));
@@ -99,9 +150,9 @@ fn with_options(program: &str, flavor: Flavor, db: &DbConfig) -> Result<ToolComm
     Ok(cmd)
 }
 
-pub fn dump(flavor: Flavor, db: &DbConfig) -> Result<ToolCommand, Error> {
+pub fn dump(flavor: Flavor, db: &DbConfig, shape: DumpShape) -> Result<ToolCommand, Error> {
     let mut cmd = with_options(flavor.dump_tool(), flavor, db)?;
-    cmd.args(dump_args(flavor)).arg(&db.name);
+    cmd.args(dump_args(flavor, shape)).arg(&db.name);
     Ok(cmd)
 }
 
@@ -151,7 +202,7 @@ mod tests {
     #[test]
     fn the_password_goes_in_the_option_file_not_argv() {
         for flavor in [Flavor::Mysql, Flavor::Mariadb] {
-            let cmd = dump(flavor, &db()).unwrap();
+            let cmd = dump(flavor, &db(), DumpShape::default()).unwrap();
             assert_eq!(cmd.program(), flavor.dump_tool());
             let args: Vec<String> = cmd
                 .get_args()
@@ -173,13 +224,24 @@ mod tests {
                 "{file}"
             );
             assert!(file.contains("user=\"app_user\""));
+            assert!(file.contains("max-allowed-packet=1073741824"), "{file}");
         }
     }
 
     #[test]
     fn dump_options_per_flavor() {
-        assert!(dump_args(Flavor::Mysql).contains(&"--set-gtid-purged=OFF"));
-        assert!(!dump_args(Flavor::Mariadb).contains(&"--set-gtid-purged=OFF"));
+        let plain = DumpShape::default();
+        assert!(dump_args(Flavor::Mysql, plain).contains(&"--set-gtid-purged=OFF"));
+        assert!(!dump_args(Flavor::Mariadb, plain).contains(&"--set-gtid-purged=OFF"));
+        let shaped = dump_args(
+            Flavor::Mariadb,
+            DumpShape {
+                history: true,
+                skip_triggers: true,
+            },
+        );
+        assert!(shaped.contains(&"--dump-history") && shaped.contains(&"--skip-triggers"));
+        assert!(!shaped.contains(&"--triggers"));
         for a in [
             "--single-transaction",
             "--routines",
@@ -188,7 +250,7 @@ mod tests {
             "--hex-blob",
             "--no-tablespaces",
         ] {
-            assert!(dump_args(Flavor::Mariadb).contains(&a));
+            assert!(dump_args(Flavor::Mariadb, plain).contains(&a));
         }
     }
 

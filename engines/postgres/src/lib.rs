@@ -220,6 +220,7 @@ impl Engine for Postgres {
             size_bytes: Some(server.size),
             warnings,
             format: None,
+            losses: Vec::new(),
         })
     }
 

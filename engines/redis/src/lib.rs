@@ -290,6 +290,7 @@ impl Engine for Redis {
             size_bytes: facts.dataset_bytes,
             warnings,
             format,
+            losses: Vec::new(),
         })
     }
 

@@ -1,4 +1,3 @@
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -10,12 +9,12 @@ use super::{choose_part_size, human, parts_in_flight, Progress};
 use crate::codec::{compress_on_thread, Metered};
 use crate::config::Operation;
 use crate::config::{Config, StorageConfig};
-use crate::engine::{with_hint, DumpFormat, Engine, ServerInfo};
+use crate::engine::{with_hint, Dump, DumpFormat, Engine, ServerInfo};
 use crate::error::Error;
 use crate::keys::{backup_key, KeyParts};
 use crate::manifest::{manifest_key, CompressionInfo, Manifest, MANIFEST_VERSION};
 use crate::storage::{Storage, Upload};
-use crate::tool::widen_pipe;
+use crate::tool::RunningTool;
 
 /// Dumps the database into storage and writes the manifest. On error the caller aborts the
 /// pending upload; no manifest is written, so the failed backup is never mistaken for one.
@@ -63,14 +62,12 @@ pub async fn backup<E: Engine>(
         human(part_size)
     );
 
-    let command = engine.backup_command(&cfg.db, server)?;
-    tracing::info!(phase = "dump", "running {}", command.display());
-    // A plain (blocking) pipe: the compressor reads it on its own thread.
-    let (pipe, tool_stdout) = std::io::pipe()
-        .map_err(|e| Error::Internal(format!("cannot create the dump pipe: {e}")))?;
-    widen_pipe(&pipe);
-    let tool = command.spawn(Stdio::null(), Stdio::from(tool_stdout))?;
-    let dump = Metered::counting(pipe, progress.raw.clone());
+    let Dump {
+        stream: dump,
+        tools,
+        report,
+    } = engine.start_dump(&cfg.db, server).await?;
+    let dump = Metered::counting(dump, progress.raw.clone());
     let mut stream = compress_on_thread(dump, cfg.compression)
         .map_err(|e| Error::Internal(format!("cannot start the compressor: {e}")))?;
 
@@ -92,9 +89,7 @@ pub async fn backup<E: Engine>(
         if let Err(e) = result {
             // A broken stream usually means the tool died: its status explains more.
             drop(stream);
-            tool.wait()
-                .await
-                .map_err(|e| with_hint(engine, Operation::Backup, e))?;
+            wait_all(engine, tools).await?;
             return Err(Error::Internal(format!(
                 "reading the dump stream failed: {e}"
             )));
@@ -115,10 +110,12 @@ pub async fn backup<E: Engine>(
     };
     drop(stream);
 
-    // The pipe's end says nothing about success: the dump tool's exit status does.
-    tool.wait()
-        .await
-        .map_err(|e| with_hint(engine, Operation::Backup, e))?;
+    // The pipe's end says nothing about success: the dump tools' exit statuses do.
+    wait_all(engine, tools).await?;
+    let report = report();
+    for w in &report.warnings {
+        tracing::warn!(phase = "dump", "{w}");
+    }
     let raw_bytes = progress.raw.load(Ordering::Relaxed);
     if raw_bytes == 0 {
         return Err(Error::Tool {
@@ -161,12 +158,29 @@ pub async fn backup<E: Engine>(
         expires_at: cfg
             .retention_days
             .map(|d| finished_at + chrono::Duration::days(d as i64)),
-        warnings: server.warnings.clone(),
+        warnings: server
+            .warnings
+            .iter()
+            .chain(&report.warnings)
+            .cloned()
+            .collect(),
+        engine_details: report.details,
     };
     storage
         .put(&manifest_key, Bytes::from(manifest.to_json()))
         .await?;
     Ok(manifest)
+}
+
+/// Waits for every tool behind the stream; the first failure (in stream order) is the error.
+async fn wait_all<E: Engine>(engine: &E, tools: Vec<RunningTool>) -> Result<(), Error> {
+    let mut first = None;
+    for tool in tools {
+        if let Err(e) = tool.wait().await {
+            first.get_or_insert(with_hint(engine, Operation::Backup, e));
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// `fill`, ended early by a part upload that fails meanwhile.

@@ -7,10 +7,11 @@ use super::Progress;
 use crate::codec::{Decoder, Metered};
 use crate::config::Config;
 use crate::config::Operation;
-use crate::engine::{with_hint, Engine, ServerInfo};
+use crate::engine::{with_hint, Engine, ServerInfo, StreamFilter};
 use crate::error::Error;
 use crate::manifest::Manifest;
-use crate::storage::Storage;
+use crate::storage::{ObjectReader, Storage};
+use crate::tool::ToolCommand;
 
 const DECODED_BUFFER: usize = 256 << 10;
 
@@ -56,12 +57,41 @@ pub async fn restore<E: Engine>(
         verify_object(storage, key, &manifest, &Progress::default()).await?;
         tracing::info!(phase = "verify", "the object matches its manifest");
     }
-    engine.prepare_restore(&cfg.db, server, &manifest).await?;
-
+    // Everything that can fail without touching the target comes first: the object is open
+    // and the engine's checks and rewrites are ready before the target is prepared.
     let (object, size) = storage.open(key).await?;
     check_size(storage, key, size, &manifest)?;
-
     let command = engine.restore_command(&cfg.db, &manifest)?;
+    let filter = engine.restore_filter(&cfg.db, &manifest)?;
+    engine.prepare_restore(&cfg.db, server, &manifest).await?;
+    load(engine, storage, key, object, &manifest, progress, command, filter)
+        .await
+        .map_err(|e| {
+            if engine.restore_is_atomic() {
+                e
+            } else {
+                e.with_note(&format!(
+                    "the restore had started: database {:?} is now partial and should not be used; restore again (RESTORE_CLEAN=true) or drop it",
+                    cfg.db.name
+                ))
+            }
+        })?;
+    Ok(RestoreOutcome { manifest })
+}
+
+/// Streams the object into the restore tool, closing its input only when the object matched.
+#[allow(clippy::too_many_arguments)]
+async fn load<E: Engine>(
+    engine: &E,
+    storage: &Storage,
+    key: &str,
+    object: ObjectReader,
+    manifest: &Manifest,
+    progress: &Progress,
+    command: ToolCommand,
+    filter: Option<Box<dyn StreamFilter>>,
+) -> Result<(), Error> {
+    let info = E::info();
     tracing::info!(phase = "restore", "running {}", command.display());
     let mut tool = command.spawn(Stdio::piped(), Stdio::null())?;
     let mut stdin = tool.take_stdin();
@@ -71,7 +101,10 @@ pub async fn restore<E: Engine>(
 
     let copied = {
         let mut reader = BufReader::with_capacity(DECODED_BUFFER, &mut decoded);
-        tokio::io::copy_buf(&mut reader, &mut stdin).await
+        match filter {
+            None => tokio::io::copy_buf(&mut reader, &mut stdin).await,
+            Some(filter) => copy_filtered(&mut reader, &mut stdin, filter).await,
+        }
     };
     // A broken pipe means the tool stopped reading; anything else is our input failing.
     let tool_stopped = matches!(&copied, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
@@ -122,5 +155,36 @@ pub async fn restore<E: Engine>(
             info.display_name
         )));
     }
-    Ok(RestoreOutcome { manifest })
+    Ok(())
+}
+
+/// `copy_buf` through an engine's rewrite.
+async fn copy_filtered<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    mut filter: Box<dyn StreamFilter>,
+) -> std::io::Result<u64>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    let mut out = Vec::with_capacity(DECODED_BUFFER);
+    let mut written = 0u64;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        let n = chunk.len();
+        if n == 0 {
+            filter.finish(&mut out);
+        } else {
+            filter.filter(chunk, &mut out);
+        }
+        reader.consume(n);
+        writer.write_all(&out).await?;
+        written += out.len() as u64;
+        out.clear();
+        if n == 0 {
+            return Ok(written);
+        }
+    }
 }

@@ -145,8 +145,13 @@ impl Plan {
     }
 }
 
+/// A generated column (recomputed on load, and not assignable). MySQL's `DEFAULT_GENERATED`
+/// (an expression default) is not one.
 fn is_generated(c: &Column) -> bool {
-    let e = c.extra.to_ascii_uppercase();
+    let e = c
+        .extra
+        .to_ascii_uppercase()
+        .replace("DEFAULT_GENERATED", "");
     e.contains("GENERATED") || e.contains("VIRTUAL") || e.contains("PERSISTENT")
 }
 
@@ -412,6 +417,8 @@ mod tests {
         ts.extra = "on update current_timestamp()".into();
         let mut generated = col("t", "g", "float");
         generated.extra = "STORED GENERATED".into();
+        let mut expression_default = col("t", "e", "float");
+        expression_default.extra = "DEFAULT_GENERATED".into();
         let mut versioned = col("h", "f", "float");
         versioned.table_type = "SYSTEM VERSIONED".into();
         let columns = vec![
@@ -419,6 +426,7 @@ mod tests {
             col("t", "f", "float"),
             col("t", "d", "double"),
             generated,
+            expression_default,
             ts,
             col("nokey", "f", "float"),
             versioned,
@@ -445,7 +453,7 @@ mod tests {
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>(),
-            ["f"]
+            ["f", "e"]
         );
         assert_eq!(t.on_update, ["ts"]);
         assert_eq!(p.losses.len(), 2, "{:?}", p.losses);
@@ -461,7 +469,7 @@ mod tests {
         // MySQL prints a DOUBLE -0 as -0: doubles need a key too.
         let p = plan(Flavor::Mysql, &columns, &keys, vec![]);
         let t = p.repairs.iter().find(|r| r.table == "t").unwrap();
-        assert_eq!(t.columns.len(), 2);
+        assert_eq!(t.columns.len(), 3);
         assert!(p
             .losses
             .iter()

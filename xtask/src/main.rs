@@ -30,7 +30,10 @@ commands:
           push the images to $REGISTRY (tags prefixed with $TAG_PREFIX); skipped without it
   bench [postgres] [--sizes 100,1024,2048]
           the runner against pg_dump alone, the gzip | aws s3 cp script and the Plan B way, on
-          the same data; writes benchmarks/postgres.md, .json and .png";
+          the same data; writes benchmarks/postgres.md, .json and .png
+  bench mysql [--sizes 1024] [--float-rows 1000000]
+          the runner against mariadb-dump alone and the client reading a local file, plus the
+          cost of the exact-FLOAT repairs; writes benchmarks/mysql.md and .json";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,6 +1,6 @@
 //! How one method is measured: every process under GNU time (wall, CPU, peak RSS, blocks
-//! written), plus the CPU that the PostgreSQL server and the S3 server spent meanwhile, since
-//! on a small machine they share the cores with the method.
+//! written), plus the CPU that the database server (PostgreSQL or MariaDB) and the S3 server
+//! spent meanwhile, since on a small machine they share the cores with the method.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +25,8 @@ pub struct Run {
     pub method: String,
     pub wall_s: f64,
     pub processes: Vec<(String, Usage)>,
-    pub pg_cpu_s: f64,
+    /// The database server's CPU seconds.
+    pub db_cpu_s: f64,
     pub s3_cpu_s: f64,
     pub output_bytes: u64,
     pub temp_bytes: u64,
@@ -57,7 +58,7 @@ impl Run {
         };
         for s in steps {
             run.processes.extend(s.processes);
-            run.pg_cpu_s += s.pg_cpu_s;
+            run.db_cpu_s += s.db_cpu_s;
             run.s3_cpu_s += s.s3_cpu_s;
         }
         run
@@ -125,8 +126,9 @@ pub struct Bench {
     pub s3_endpoint: String,
     /// The S3 server's process group.
     pub s3_group: u32,
-    /// The PostgreSQL postmaster, whose backends are its children.
-    pub postmaster: u32,
+    /// The database server: the PostgreSQL postmaster, whose backends are its children, or
+    /// `mariadbd`, whose sessions are its threads.
+    pub db_server: u32,
     runs: std::cell::Cell<u32>,
 }
 
@@ -136,7 +138,7 @@ impl Bench {
         runner: PathBuf,
         s3_endpoint: String,
         s3_group: u32,
-        postmaster: u32,
+        db_server: u32,
     ) -> Result<Bench> {
         Ok(Bench {
             work: tempfile::Builder::new()
@@ -146,16 +148,16 @@ impl Bench {
             runner,
             s3_endpoint,
             s3_group,
-            postmaster,
+            db_server,
             runs: std::cell::Cell::new(0),
         })
     }
 
     fn server_cpu(&self) -> (f64, f64) {
-        let pm = self.postmaster;
+        let server = self.db_server;
         let group = self.s3_group;
         (
-            cpu_of(|pid, ppid, _| pid == pm || ppid == pm),
+            cpu_of(|pid, ppid, _| pid == server || ppid == server),
             cpu_of(|_, _, pgrp| pgrp == group),
         )
     }
@@ -176,7 +178,7 @@ impl Bench {
             ));
             files.push((name.to_string(), out));
         }
-        let (pg0, s30) = self.server_cpu();
+        let (db0, s30) = self.server_cpu();
         let started = Instant::now();
         let status = Command::new("bash")
             .arg("-c")
@@ -186,7 +188,7 @@ impl Bench {
             .status()
             .context("running bash")?;
         let wall_s = started.elapsed().as_secs_f64();
-        let (pg1, s31) = self.server_cpu();
+        let (db1, s31) = self.server_cpu();
         if !status.success() {
             bail!("{method} failed ({status}): {script}");
         }
@@ -198,7 +200,7 @@ impl Bench {
             method: method.to_string(),
             wall_s,
             processes,
-            pg_cpu_s: (pg1 - pg0).max(0.0),
+            db_cpu_s: (db1 - db0).max(0.0),
             s3_cpu_s: (s31 - s30).max(0.0),
             ..Run::default()
         })

@@ -1,5 +1,6 @@
 //! `cargo xtask bench [postgres] [--sizes 100,1024,2048]`: the runner against what users run
-//! today, on the same data in the same run. For each database size (MiB):
+//! today, on the same data in the same run (`cargo xtask bench mysql`: see `mysql`). For each
+//! database size (MiB):
 //!
 //! 1. the limit: `pg_dump` alone into /dev/null, uncompressed and with its default compression,
 //!    and uncompressed piped into the `zstd` CLI at the runner's level and threads (the dump plus
@@ -17,6 +18,7 @@
 //! measured. Results go to `benchmarks/postgres.{md,json,png}`.
 
 mod measure;
+mod mysql;
 mod report;
 
 use std::collections::BTreeMap;
@@ -96,36 +98,48 @@ async fn seed(pg: &PgServer, db: &str, mib: u64) -> Result<u64> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("mysql") {
+        return mysql::run(&args[1..]);
+    }
     let mut sizes = DEFAULT_SIZES.to_vec();
     let mut iter = args.iter();
     while let Some(a) = iter.next() {
         match a.as_str() {
             "postgres" => {}
-            "--sizes" => {
-                let list = iter.next().context("--sizes needs a list, e.g. 100,1024")?;
-                sizes = list
-                    .split(',')
-                    .map(|s| s.trim().parse().context("sizes are MiB"))
-                    .collect::<Result<_>>()?;
-            }
-            other => bail!("bench: unknown argument {other:?} (engines: postgres)"),
+            "--sizes" => sizes = parse_sizes(iter.next())?,
+            other => bail!("bench: unknown argument {other:?} (engines: postgres, mysql)"),
         }
     }
+    prepare("postgres", "backup-runner-postgres")?;
+    tokio::runtime::Runtime::new()?.block_on(bench(&sizes))
+}
+
+/// The value of `--sizes`: MiB, comma-separated.
+fn parse_sizes(list: Option<&String>) -> Result<Vec<u64>> {
+    list.context("--sizes needs a list, e.g. 100,1024")?
+        .split(',')
+        .map(|s| s.trim().parse().context("sizes are MiB"))
+        .collect()
+}
+
+/// Installs what the tests and the benchmark of `engine` need, and builds the runner `package`.
+fn prepare(engine: &str, package: &str) -> Result<()> {
     crate::install_deps()?;
     let status = Command::new("bash")
         .arg(root().join(".ci/install-bench-deps.sh"))
+        .arg(engine)
         .status()?;
     if !status.success() {
         bail!("installing the benchmark tools failed");
     }
     let status = Command::new("cargo")
-        .args(["build", "--release", "-p", "backup-runner-postgres"])
+        .args(["build", "--release", "-p", package])
         .current_dir(root())
         .status()?;
     if !status.success() {
         bail!("building the runner failed");
     }
-    tokio::runtime::Runtime::new()?.block_on(bench(&sizes))
+    Ok(())
 }
 
 async fn bench(sizes: &[u64]) -> Result<()> {
@@ -157,7 +171,15 @@ async fn bench(sizes: &[u64]) -> Result<()> {
                 .await?;
         }
         bench.remove("")?;
-        report::print_runs(mib, db_bytes, &runs);
+        report::print_runs(
+            &report::POSTGRES,
+            &format!(
+                "~{mib} MiB target, database {:.0} MiB",
+                report::mib(db_bytes)
+            ),
+            db_bytes,
+            &runs,
+        );
         results.insert(mib, (db_bytes, runs));
     }
     report::write(&results, &machine)
@@ -196,6 +218,18 @@ fn bench_env(pg: &PgServer, s3: &S3Server) -> Vec<(String, String)> {
 
 /// What the figures were measured on.
 async fn machine(pg: &PgServer) -> Result<String> {
+    let version = pg.psql("postgres", "SHOW server_version;").await?;
+    Ok(format!(
+        "{}; PostgreSQL {}, moto {} and the tools on the same machine; zstd CLI {}",
+        hardware(),
+        version.trim(),
+        moto_version(),
+        zstd_version()
+    ))
+}
+
+/// Cores, CPU model and memory of this machine.
+fn hardware() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -210,14 +244,20 @@ async fn machine(pg: &PgServer) -> Result<String> {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let version = pg.psql("postgres", "SHOW server_version;").await?;
-    let moto = Command::new("python3")
+    format!("{cores} × {model}, {mem_gib:.0} GiB RAM")
+}
+
+fn moto_version() -> String {
+    Command::new("python3")
         .args(["-c", "import moto; print(moto.__version__)"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    // "*** Zstandard CLI (64-bit) v1.5.4, by Yann Collet ***" → "v1.5.4"
-    let zstd = Command::new("zstd")
+        .unwrap_or_default()
+}
+
+/// "*** Zstandard CLI (64-bit) v1.5.4, by Yann Collet ***" → "v1.5.4"
+fn zstd_version() -> String {
+    Command::new("zstd")
         .arg("--version")
         .output()
         .ok()
@@ -226,25 +266,25 @@ async fn machine(pg: &PgServer) -> Result<String> {
             let v = text.split_whitespace().find(|w| w.starts_with('v'))?;
             Some(v.trim_end_matches(',').to_string())
         })
-        .unwrap_or_default();
-    Ok(format!(
-        "{cores} × {model}, {mem_gib:.0} GiB RAM; PostgreSQL {}, moto {moto} and the tools on the \
-         same machine; zstd CLI {zstd}",
-        version.trim()
-    ))
+        .unwrap_or_default()
+}
+
+/// The first number logged as `name=…` by the runner.
+fn log_field(log: &str, name: &str) -> Option<i64> {
+    let at = log.find(&format!("{name}="))? + name.len() + 1;
+    log[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The runner's compression level and threads, from its "starting the dump" log line.
 fn runner_compression(log: &str) -> Option<(i64, i64)> {
-    let field = |name: &str| -> Option<i64> {
-        let at = log.find(&format!("{name}="))? + name.len() + 1;
-        log[at..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
-    Some((field("compression_level")?, field("compression_threads")?))
+    Some((
+        log_field(log, "compression_level")?,
+        log_field(log, "compression_threads")?,
+    ))
 }
 
 async fn bench_size(bench: &Bench, pg: &PgServer, db: &str, mib: u64) -> Result<Vec<Run>> {

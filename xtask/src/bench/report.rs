@@ -13,46 +13,21 @@ use crate::root;
 /// Per database size (MiB target): the database's bytes and the runs.
 pub type Results = BTreeMap<u64, (u64, Vec<Run>)>;
 
-pub fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 20) as f64
+/// What differs between the engines' reports.
+pub struct Style {
+    /// The database server, for the column of its CPU.
+    pub server: &'static str,
+    /// The JSON key of that column.
+    pub server_cpu_key: &'static str,
+    /// The ratios the targets are stated in: (what, method a, method b), a / b of wall time,
+    /// methods matched by the start of their names.
+    pub ratios: &'static [(&'static str, &'static str, &'static str)],
 }
 
-pub fn table(db_bytes: u64, runs: &[Run]) -> String {
-    let mut t = String::from(
-        "| Method | Wall s | CPU s | PostgreSQL CPU s | S3 server CPU s | Peak RSS MiB (largest process) | Local disk written MiB | Temp files MiB | Output MiB | DB MiB/s |\n|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for r in runs {
-        let (name, rss) = r.peak().unwrap_or(("-", 0));
-        t.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} ({name}) | {:.1} | {:.1} | {} | {:.0} |\n",
-            r.method.replace('|', "\\|"),
-            r.wall_s,
-            r.cpu_s(),
-            r.pg_cpu_s,
-            r.s3_cpu_s,
-            rss as f64 / 1024.0,
-            mib(r.written()),
-            mib(r.temp_bytes),
-            if r.output_bytes > 0 {
-                format!("{:.1}", mib(r.output_bytes))
-            } else {
-                "-".into()
-            },
-            mib(db_bytes) / r.wall_s.max(0.001)
-        ));
-    }
-    t
-}
-
-fn wall(runs: &[Run], method: &str) -> Option<f64> {
-    runs.iter()
-        .find(|r| r.method.starts_with(method))
-        .map(|r| r.wall_s)
-}
-
-/// The ratios the targets are stated in (a / b of wall time).
-pub fn ratios(runs: &[Run]) -> Vec<(&'static str, f64)> {
-    let pairs = [
+pub const POSTGRES: Style = Style {
+    server: "PostgreSQL",
+    server_cpu_key: "postgres_cpu_s",
+    ratios: &[
         (
             "runner backup / pg_dump -Z0 alone",
             "runner backup (defaults)",
@@ -83,25 +58,90 @@ pub fn ratios(runs: &[Run]) -> Vec<(&'static str, f64)> {
             "script",
             "runner backup (defaults)",
         ),
-    ];
-    pairs
-        .into_iter()
-        .filter_map(|(what, a, b)| Some((what, wall(runs, a)? / wall(runs, b)?)))
+    ],
+};
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+pub fn table(style: &Style, db_bytes: u64, runs: &[Run]) -> String {
+    let mut t = format!(
+        "| Method | Wall s | CPU s | {} CPU s | S3 server CPU s | Peak RSS MiB (largest process) | Local disk written MiB | Temp files MiB | Output MiB | DB MiB/s |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        style.server
+    );
+    for r in runs {
+        let (name, rss) = r.peak().unwrap_or(("-", 0));
+        t.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} ({name}) | {:.1} | {:.1} | {} | {:.0} |\n",
+            r.method.replace('|', "\\|"),
+            r.wall_s,
+            r.cpu_s(),
+            r.db_cpu_s,
+            r.s3_cpu_s,
+            rss as f64 / 1024.0,
+            mib(r.written()),
+            mib(r.temp_bytes),
+            if r.output_bytes > 0 {
+                format!("{:.1}", mib(r.output_bytes))
+            } else {
+                "-".into()
+            },
+            mib(db_bytes) / r.wall_s.max(0.001)
+        ));
+    }
+    t
+}
+
+/// The first run whose method starts with `method`.
+pub fn find<'a>(runs: &'a [Run], method: &str) -> Option<&'a Run> {
+    runs.iter().find(|r| r.method.starts_with(method))
+}
+
+/// The style's ratios, for the methods present.
+pub fn ratios(style: &Style, runs: &[Run]) -> Vec<(&'static str, f64)> {
+    style
+        .ratios
+        .iter()
+        .filter_map(|&(what, a, b)| Some((what, find(runs, a)?.wall_s / find(runs, b)?.wall_s)))
         .collect()
 }
 
-pub fn print_runs(size: u64, db_bytes: u64, runs: &[Run]) {
-    println!(
-        "\nbench: ~{size} MiB target, database {:.0} MiB\n{}",
-        mib(db_bytes),
-        table(db_bytes, runs)
-    );
-    for (what, r) in ratios(runs) {
+pub fn print_runs(style: &Style, heading: &str, db_bytes: u64, runs: &[Run]) {
+    println!("\nbench: {heading}\n{}", table(style, db_bytes, runs));
+    for (what, r) in ratios(style, runs) {
         println!("- {what}: {r:.2}×");
     }
 }
 
+/// One run with every process, for the JSON.
+pub fn run_json(style: &Style, r: &Run) -> serde_json::Map<String, serde_json::Value> {
+    let value = json!({
+        "method": r.method,
+        "wall_s": r.wall_s,
+        "cpu_s": r.cpu_s(),
+        style.server_cpu_key: r.db_cpu_s,
+        "s3_server_cpu_s": r.s3_cpu_s,
+        "peak_rss_kib": r.peak().map(|(_, k)| k).unwrap_or(0),
+        "written_bytes": r.written(),
+        "temp_bytes": r.temp_bytes,
+        "output_bytes": r.output_bytes,
+        "processes": r.processes.iter().map(|(n, u)| json!({
+            "name": n,
+            "wall_s": u.wall_s,
+            "cpu_s": u.cpu_s,
+            "max_rss_kib": u.max_rss_kib,
+            "written_bytes": u.written_bytes,
+        })).collect::<Vec<_>>(),
+    });
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("json! of an object literal"),
+    }
+}
+
 pub fn write(results: &Results, machine: &str) -> Result<()> {
+    let style = &POSTGRES;
     let dir = root().join("benchmarks");
     std::fs::create_dir_all(&dir)?;
     let mut md = format!("Machine: {machine}\n\n");
@@ -110,33 +150,17 @@ pub fn write(results: &Results, machine: &str) -> Result<()> {
         md.push_str(&format!(
             "### ~{size} MiB target (database {:.0} MiB)\n\n{}\n",
             mib(*db_bytes),
-            table(*db_bytes, runs)
+            table(style, *db_bytes, runs)
         ));
-        for (what, r) in ratios(runs) {
+        for (what, r) in ratios(style, runs) {
             md.push_str(&format!("- {what}: **{r:.2}×**\n"));
         }
         md.push('\n');
         for r in runs {
-            rows.push(json!({
-                "size_mib": size,
-                "db_bytes": db_bytes,
-                "method": r.method,
-                "wall_s": r.wall_s,
-                "cpu_s": r.cpu_s(),
-                "postgres_cpu_s": r.pg_cpu_s,
-                "s3_server_cpu_s": r.s3_cpu_s,
-                "peak_rss_kib": r.peak().map(|(_, k)| k).unwrap_or(0),
-                "written_bytes": r.written(),
-                "temp_bytes": r.temp_bytes,
-                "output_bytes": r.output_bytes,
-                "processes": r.processes.iter().map(|(n, u)| json!({
-                    "name": n,
-                    "wall_s": u.wall_s,
-                    "cpu_s": u.cpu_s,
-                    "max_rss_kib": u.max_rss_kib,
-                    "written_bytes": u.written_bytes,
-                })).collect::<Vec<_>>(),
-            }));
+            let mut row = run_json(style, r);
+            row.insert("size_mib".into(), json!(size));
+            row.insert("db_bytes".into(), json!(db_bytes));
+            rows.push(serde_json::Value::Object(row));
         }
     }
     std::fs::write(dir.join("postgres.md"), &md)?;

@@ -187,10 +187,16 @@ impl MysqlContainer {
     pub const APP_USER: &'static str = "app_user";
 
     pub async fn start(image: &str, network: &str) -> Result<MysqlContainer> {
+        Self::start_with(image, network, &[]).await
+    }
+
+    /// Starts the server with extra server options as the container's command (the official
+    /// images pass them to the server: `docker run mariadb:11.8 --max-allowed-packet=64M`).
+    pub async fn start_with(image: &str, network: &str, args: &[&str]) -> Result<MysqlContainer> {
         let name = unique("my");
         let root_password = format!("root-{}", random_hex(8)?);
         let app_password = format!("app-{}", random_hex(8)?);
-        let container = generic(image)
+        let request = generic(image)
             .with_exposed_port(3306.tcp())
             .with_wait_for(WaitFor::message_on_either_std("ready for connections"))
             .with_network(network)
@@ -199,7 +205,13 @@ impl MysqlContainer {
             .with_env_var("MYSQL_DATABASE", Self::APP_DB)
             .with_env_var("MYSQL_USER", Self::APP_USER)
             .with_env_var("MYSQL_PASSWORD", &app_password)
-            .with_startup_timeout(READY_TIMEOUT)
+            .with_startup_timeout(READY_TIMEOUT);
+        let request = if args.is_empty() {
+            request
+        } else {
+            request.with_cmd(args.iter().copied())
+        };
+        let container = request
             .start()
             .await
             .with_context(|| format!("starting {image} (build it with `cargo xtask bootstrap`)"))?;
@@ -247,7 +259,7 @@ impl MysqlContainer {
             bail!(
                 "{} as {user} failed ({code}): {stderr}\nSQL: {}",
                 self.client,
-                &sql[..sql.len().min(300)]
+                sql.chars().take(300).collect::<String>()
             );
         }
         Ok(stdout.trim().to_string())

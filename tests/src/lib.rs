@@ -7,6 +7,7 @@
 mod callback;
 pub mod containers;
 pub mod matrix;
+pub mod mysql_hard;
 pub mod mysql_sample;
 pub mod pg_sample;
 mod postgres;

@@ -156,6 +156,8 @@ pub fn test(args: &[String]) -> Result<()> {
             "--test",
             "mysql_images",
             "--test",
+            "mysql_fidelity",
+            "--test",
             "redis_images",
             "--test",
             "faults",

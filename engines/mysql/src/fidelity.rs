@@ -46,6 +46,27 @@ pub const KEYS_QUERY: &str = "SELECT table_name, index_name, column_name, nullab
   WHERE table_schema = DATABASE() AND non_unique = 0 \
   ORDER BY table_name, index_name <> 'PRIMARY', index_name, seq_in_index;\n";
 
+/// MariaDB: spatial columns with a `REF_SYSTEM_ID`, which SHOW CREATE TABLE (and so the dump)
+/// leaves out.
+pub const SRID_QUERY: &str = "SELECT g_table_name, g_geometry_column, srid \
+  FROM information_schema.geometry_columns \
+  WHERE g_table_schema = DATABASE() AND srid <> 0 ORDER BY 1, 2;\n";
+
+/// The loss named for MariaDB columns whose SRID the dump drops.
+pub fn srid_losses(out: &str) -> Vec<String> {
+    let columns: Vec<String> = rows(out)
+        .filter(|r| r.len() == 3)
+        .map(|r| format!("{}.{} (REF_SYSTEM_ID={})", r[0], r[1], r[2]))
+        .collect();
+    if columns.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "mariadb-dump does not print a spatial column's REF_SYSTEM_ID; it restores as 0 (the values keep their own SRIDs): {}",
+        columns.join(", ")
+    )]
+}
+
 /// MariaDB's sequences in the database.
 pub const SEQUENCES_QUERY: &str = "SELECT table_name FROM information_schema.tables \
   WHERE table_schema = DATABASE() AND table_type = 'SEQUENCE' ORDER BY table_name;\n";
@@ -159,7 +180,7 @@ fn is_generated(c: &Column) -> bool {
 fn may_be_inexact(flavor: Flavor, c: &Column) -> bool {
     match c.data_type.as_str() {
         "float" => true,
-        // MariaDB stores no negative zero; MySQL prints one as `-0`, which loads as +0.
+        // MariaDB stores no DOUBLE negative zero; MySQL prints one as `-0`, which loads as +0.
         "double" => flavor == Flavor::Mysql,
         _ => false,
     }
@@ -284,25 +305,32 @@ fn choose_key(table: &str, cols: &[&Column], keys: &[KeyPart]) -> Result<Vec<Col
     ))
 }
 
-/// The condition under which a row's printed value of `c` does not read back to it.
-fn inexact_condition(flavor: Flavor, c: &Column) -> String {
+/// The condition under which a row's printed value of `c` does not read back to it. A zero's
+/// sign is read with `ATAN2` (MariaDB prints a FLOAT -0 as `0`).
+fn inexact_condition(c: &Column) -> String {
     let col = ident(&c.name);
-    let negative_zero = format!("({col} = 0 AND CONCAT({col}) LIKE '-%')");
-    match (c.data_type.as_str(), flavor) {
-        ("float", Flavor::Mysql) => {
-            format!("({col} <> CAST(CONCAT({col}) AS FLOAT) OR {negative_zero})")
-        }
-        ("float", Flavor::Mariadb) => format!("{col} <> CAST(CONCAT({col}) AS FLOAT)"),
+    let negative_zero = format!("({col} = 0 AND ATAN2({col}, -1) < 0)");
+    match c.data_type.as_str() {
+        "float" => format!("({col} <> CAST(CONCAT({col}) AS FLOAT) OR {negative_zero})"),
         _ => negative_zero,
     }
 }
 
-/// The exact value of `c` as a SQL literal (a double that rounds back to the stored value).
-fn exact_value(c: &Column) -> String {
+/// The exact value of `c` as a SQL literal. A FLOAT's exact value is `col * 1e0` (a double with
+/// at most 17 significant digits); a DOUBLE's own text is exact (MySQL prints an expression's
+/// double in 22 characters, which would round DBL_MAX up and out of range). A negative zero is
+/// `-0e0`, except that MariaDB stores that as +0 and keeps a FLOAT -0 only from an underflow.
+fn exact_value(flavor: Flavor, c: &Column) -> String {
     let col = ident(&c.name);
-    format!(
-        "IF({col} IS NULL, 'NULL', IF({col} = 0 AND CONCAT({col}) LIKE '-%', '-0e0', CONCAT({col} * 1e0)))"
-    )
+    let zero = match (flavor, c.data_type.as_str()) {
+        (Flavor::Mariadb, "float") => "-1e-46",
+        _ => "-0e0",
+    };
+    let value = match c.data_type.as_str() {
+        "float" => format!("CONCAT({col} * 1e0)"),
+        _ => format!("CONCAT({col})"),
+    };
+    format!("IF({col} IS NULL, 'NULL', IF({col} = 0 AND ATAN2({col}, -1) < 0, '{zero}', {value}))")
 }
 
 /// The session header of the repair script: the same snapshot as the dump, opened at once.
@@ -338,7 +366,7 @@ pub fn script(flavor: Flavor, plan: &Plan) -> String {
         for (i, c) in r.columns.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             parts.push(literal(&format!("{sep}{} = ", ident(&c.name))));
-            parts.push(exact_value(c));
+            parts.push(exact_value(flavor, c));
         }
         for c in &r.on_update {
             parts.push(literal(&format!(", {0} = {0}", ident(c))));
@@ -352,7 +380,7 @@ pub fn script(flavor: Flavor, plan: &Plan) -> String {
         let condition = r
             .columns
             .iter()
-            .map(|c| inexact_condition(flavor, c))
+            .map(inexact_condition)
             .collect::<Vec<_>>()
             .join(" OR ");
         emit(&mut s, "START TRANSACTION;");
@@ -522,10 +550,18 @@ mod tests {
         assert!(s.contains("' WHERE `id` = ', CONCAT(`id`), ' AND `k` = ', CONCAT('_utf8mb4 X''', HEX(`k`), ''' COLLATE utf8mb4_bin')"), "{s}");
         assert!(
             s.contains(
-                "WHERE (`f` <> CAST(CONCAT(`f`) AS FLOAT) OR (`f` = 0 AND CONCAT(`f`) LIKE '-%'));"
+                "WHERE (`f` <> CAST(CONCAT(`f`) AS FLOAT) OR (`f` = 0 AND ATAN2(`f`, -1) < 0));"
             ),
             "{s}"
         );
+        assert!(s.contains("'-0e0', CONCAT(`f` * 1e0)"), "{s}");
         assert!(s.trim_end().ends_with("COMMIT;"));
+        // MariaDB keeps a FLOAT -0 only from an underflow; a DOUBLE's own text is exact.
+        assert_eq!(
+            exact_value(Flavor::Mariadb, &columns[2]),
+            "IF(`f` IS NULL, 'NULL', IF(`f` = 0 AND ATAN2(`f`, -1) < 0, '-1e-46', CONCAT(`f` * 1e0)))"
+        );
+        let d = col("we`ird", "d", "double");
+        assert!(exact_value(Flavor::Mysql, &d).ends_with("'-0e0', CONCAT(`d`)))"));
     }
 }

@@ -212,7 +212,12 @@ impl Mysql {
             .collect(),
             Flavor::Mysql => Vec::new(),
         };
-        Ok(fidelity::plan(self.flavor, &columns, &keys, sequences))
+        let mut plan = fidelity::plan(self.flavor, &columns, &keys, sequences);
+        if self.flavor == Flavor::Mariadb {
+            let srids = self.query(db, Some(&db.name), fidelity::SRID_QUERY).await?;
+            plan.losses.extend(fidelity::srid_losses(&srids));
+        }
+        Ok(plan)
     }
 
     /// Refuses a target whose `max_allowed_packet` is smaller than the backup's largest

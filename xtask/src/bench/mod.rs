@@ -197,13 +197,23 @@ fn bench_env(pg: &PgServer, s3: &S3Server) -> Vec<(String, String)> {
         ("PGPORT", pg.port().to_string()),
         ("PGUSER", pg.superuser().to_string()),
         ("PGPASSWORD", pg.password().to_string()),
-        ("AWS_ACCESS_KEY_ID", s3.access_key().to_string()),
-        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_string()),
-        ("AWS_DEFAULT_REGION", s3.region().to_string()),
         ("DB_HOST", pg.host().to_string()),
         ("DB_PORT", pg.port().to_string()),
         ("DB_USERNAME", pg.superuser().to_string()),
         ("DB_PASSWORD", pg.password().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .chain(storage_env(s3))
+    .collect()
+}
+
+/// The S3 server for the AWS CLI and for the runner, shared by every engine's bench.
+pub(crate) fn storage_env(s3: &S3Server) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", s3.access_key().to_string()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_string()),
+        ("AWS_DEFAULT_REGION", s3.region().to_string()),
         ("STORAGE_TYPE", "minio".into()),
         ("STORAGE_ENDPOINT", s3.endpoint()),
         ("STORAGE_BUCKET", BUCKET.into()),

@@ -177,23 +177,15 @@ async fn bench(runner: PathBuf, sizes: &[u64], float_rows: u64) -> Result<()> {
 
 fn bench_env(server: &MariaDb, s3: &S3Server) -> Vec<(String, String)> {
     [
-        ("AWS_ACCESS_KEY_ID", s3.access_key().to_string()),
-        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_string()),
-        ("AWS_DEFAULT_REGION", s3.region().to_string()),
         ("DB_ENGINE", "mysql".into()),
         ("DB_HOST", "127.0.0.1".into()),
         ("DB_PORT", server.port.to_string()),
         ("DB_USERNAME", USER.into()),
         ("DB_PASSWORD", server.password.clone()),
-        ("STORAGE_TYPE", "minio".into()),
-        ("STORAGE_ENDPOINT", s3.endpoint()),
-        ("STORAGE_BUCKET", BUCKET.into()),
-        ("STORAGE_ACCESS_KEY_ID", s3.access_key().to_string()),
-        ("STORAGE_SECRET_ACCESS_KEY", s3.secret_key().to_string()),
-        ("PROGRESS_INTERVAL_SECS", "0".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(super::storage_env(s3))
     .collect()
 }
 

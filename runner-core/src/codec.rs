@@ -69,29 +69,50 @@ pub fn compress_on_thread<R: Read + Send + 'static>(
         .spawn(move || loop {
             let mut chunk = vec![0u8; CHUNK];
             let message = match reader.read(&mut chunk) {
-                Ok(0) => return,
+                Ok(0) => Chunk::End,
                 Ok(n) => {
                     chunk.truncate(n);
-                    Ok(Bytes::from(chunk))
+                    Chunk::Data(Bytes::from(chunk))
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
+                Err(e) => Chunk::Failed(e),
             };
-            let failed = message.is_err();
-            if tx.blocking_send(message).is_err() || failed {
+            let last = !matches!(message, Chunk::Data(_));
+            if tx.blocking_send(message).is_err() || last {
                 return;
             }
         })?;
     Ok(Compressed {
         rx,
         current: Bytes::new(),
+        ended: false,
     })
+}
+
+/// What the compressor thread hands over. The end of the stream is said explicitly: a thread
+/// that stops without saying it (a panic) must not look like a complete stream.
+enum Chunk {
+    Data(Bytes),
+    End,
+    Failed(io::Error),
 }
 
 /// The compressed stream coming from the compressor thread.
 pub struct Compressed {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
+    rx: mpsc::Receiver<Chunk>,
     current: Bytes,
+    ended: bool,
+}
+
+impl Compressed {
+    #[cfg(test)]
+    fn from_channel(rx: mpsc::Receiver<Chunk>) -> Compressed {
+        Compressed {
+            rx,
+            current: Bytes::new(),
+            ended: false,
+        }
+    }
 }
 
 impl AsyncRead for Compressed {
@@ -102,12 +123,19 @@ impl AsyncRead for Compressed {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         while this.current.is_empty() {
+            if this.ended {
+                return Poll::Ready(Ok(()));
+            }
             match this.rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
-                // The thread ended without an error: the end of the stream.
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(Some(Ok(chunk))) => this.current = chunk,
+                Poll::Ready(Some(Chunk::End)) => this.ended = true,
+                Poll::Ready(Some(Chunk::Failed(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(Some(Chunk::Data(chunk))) => this.current = chunk,
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(io::Error::other(
+                        "the compressor stopped before the end of the stream (it panicked); the backup is incomplete",
+                    )))
+                }
             }
         }
         let n = this.current.len().min(buf.remaining());
@@ -273,6 +301,49 @@ mod tests {
             .await
             .unwrap();
         compressed
+    }
+
+    /// Gives some bytes, then panics, as a bug in a reader or the compressor would.
+    struct PanicsAfterFirstRead(bool);
+
+    impl Read for PanicsAfterFirstRead {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            assert!(!self.0, "reader bug");
+            self.0 = true;
+            buf[..4].copy_from_slice(b"data");
+            Ok(4)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_compressor_that_panics_is_an_error_not_the_end_of_the_stream() {
+        for algorithm in [Algorithm::None, Algorithm::Zstd] {
+            let c = Compression {
+                algorithm,
+                level: 3,
+                threads: 1,
+            };
+            let mut out = Vec::new();
+            let result = compress_on_thread(PanicsAfterFirstRead(false), c)
+                .unwrap()
+                .read_to_end(&mut out)
+                .await;
+            let err = result.expect_err("a panicked compressor must not end the stream cleanly");
+            assert!(err.to_string().contains("panicked"), "{err}");
+        }
+        // An explicit end is still a clean end.
+        let (tx, rx) = mpsc::channel(2);
+        tx.send(Chunk::Data(Bytes::from_static(b"ab")))
+            .await
+            .unwrap();
+        tx.send(Chunk::End).await.unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        Compressed::from_channel(rx)
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, b"ab");
     }
 
     async fn round_trip(algorithm: Algorithm, threads: u32) {

@@ -24,6 +24,13 @@ pub enum Error {
         status: String,
         detail: String,
     },
+    /// A backup is already at the key (or another job wrote one there meanwhile) and
+    /// `BACKUP_OVERWRITE` does not allow replacing it.
+    #[error("refused to replace a backup: {0}")]
+    Conflict(String),
+    /// The dump tool sent nothing for longer than `DUMP_STALL_TIMEOUT_SECS`.
+    #[error("the dump stalled: {0}")]
+    Stalled(String),
     /// The backup is missing, incomplete or corrupt.
     #[error("integrity check failed: {0}")]
     Integrity(String),
@@ -44,7 +51,8 @@ impl Error {
             Error::DbUnavailable(_) => ExitCode::DbUnavailable,
             Error::Incompatible(_) => ExitCode::Incompatible,
             Error::Storage(_) => ExitCode::Storage,
-            Error::Tool { .. } | Error::Loss(_) => ExitCode::ToolFailed,
+            Error::Tool { .. } | Error::Loss(_) | Error::Stalled(_) => ExitCode::ToolFailed,
+            Error::Conflict(_) => ExitCode::Conflict,
             Error::Integrity(_) => ExitCode::Integrity,
             Error::Interrupted("SIGINT") => ExitCode::InterruptedInt,
             Error::Interrupted(_) => ExitCode::InterruptedTerm,
@@ -63,6 +71,8 @@ impl Error {
             Error::Storage(m) => Error::Storage(add(m)),
             Error::Integrity(m) => Error::Integrity(add(m)),
             Error::Loss(m) => Error::Loss(add(m)),
+            Error::Conflict(m) => Error::Conflict(add(m)),
+            Error::Stalled(m) => Error::Stalled(add(m)),
             Error::Internal(m) => Error::Internal(add(m)),
             Error::Tool {
                 tool,
@@ -103,6 +113,9 @@ pub enum ExitCode {
     ToolFailed = 7,
     /// The backup is missing its manifest, truncated or corrupt: do not retry.
     Integrity = 8,
+    /// A backup is already at the key and `BACKUP_OVERWRITE` is not set, or another job wrote
+    /// the same key meanwhile: do not retry with the same `BACKUP_PATH`.
+    Conflict = 9,
     /// Stopped by SIGINT (128 + 2).
     InterruptedInt = 130,
     /// Stopped by SIGTERM (128 + 15), as `docker stop`, Kubernetes and Cloud Run send.
@@ -133,6 +146,7 @@ mod tests {
                 detail: String::new(),
             },
             Error::Integrity(String::new()),
+            Error::Conflict(String::new()),
             Error::Interrupted("SIGINT"),
             Error::Interrupted("SIGTERM"),
             Error::Internal(String::new()),

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use serde_json::json;
 use tracing::Instrument;
 
@@ -16,11 +17,17 @@ use crate::pipeline::{self, human, Progress};
 use crate::secret::redact;
 use crate::storage::Storage;
 
-/// How long an interrupted job spends on its `failed` callback.
-const INTERRUPTED_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a stopping job may take from the signal to its exit: the `failed` callback and the
+/// aborts of incomplete uploads run together within it, well inside the usual grace period
+/// (Kubernetes 30 s, `docker stop` 10 s).
+const SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// The whole `main` of an engine binary.
 pub fn main<E: Engine>() -> std::process::ExitCode {
+    // First, before anything else: hold SIGTERM and SIGINT until the handlers are in place. As
+    // PID 1 in a container a signal without a handler is dropped, so one sent this early would
+    // otherwise be lost; held, it is delivered the moment the handlers exist.
+    let held = signals::hold();
     let info = E::info();
     let binary = format!("backup-runner-{}", info.name);
     match std::env::args().nth(1).as_deref() {
@@ -51,7 +58,15 @@ pub fn main<E: Engine>() -> std::process::ExitCode {
         }
     };
     let lookup = |name: &str| std::env::var(name).ok();
-    let code = runtime.block_on(run::<E>(&lookup));
+    let code = runtime.block_on(async {
+        signals::listen();
+        signals::release(held);
+        // The job catches its own panics (see `execute`); this is for a panic outside it.
+        std::panic::AssertUnwindSafe(run::<E>(&lookup))
+            .catch_unwind()
+            .await
+            .unwrap_or(ExitCode::Internal)
+    });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     code.into()
 }
@@ -88,6 +103,7 @@ pub async fn run<E: Engine>(lookup: &(dyn Fn(&str) -> Option<String> + Sync)) ->
     crate::logging::init(&mut env);
     let cfg = Config::read(&mut env, info);
     let engine = E::from_env(&mut env);
+    env.warn_unknown_variables();
     if let Err(problems) = env.finish() {
         let err = Error::Config(problems);
         tracing::error!("{err}");
@@ -237,9 +253,15 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             }
         })
     };
+    // A panic anywhere in the job is a failed job: the upload is aborted and `failed` is sent,
+    // never an exit with the upload left open.
+    let work = std::panic::AssertUnwindSafe(work).catch_unwind();
     let result: Result<Outcome, Error> = tokio::select! {
-        r = work => r,
-        signal = shutdown_signal() => Err(Error::Interrupted(signal)),
+        r = work => r.unwrap_or_else(|panic| Err(Error::Internal(format!(
+            "the runner panicked: {}; nothing was kept",
+            panic_message(&*panic)
+        )))),
+        signal = signals::received() => Err(Error::Interrupted(signal)),
     };
 
     let elapsed = started.elapsed();
@@ -344,38 +366,129 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
 }
 
 async fn fail(notifier: &Notifier, storage: Option<&Storage>, err: Error) -> ExitCode {
-    if let Some(storage) = storage {
-        storage.abort_pending().await;
-    }
     let message = redact(&err.to_string());
     let code = err.exit_code();
     tracing::error!(phase = "failed", exit_code = code as u8, "{message}");
     if matches!(err, Error::Interrupted(_)) {
-        // The orchestrator's grace period is short: the report gets a few seconds, not retries.
-        let report = notifier.status(Status::Failed, &message);
-        if tokio::time::timeout(INTERRUPTED_REPORT_TIMEOUT, report)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the failed callback did not complete before the shutdown deadline");
-        }
+        // The orchestrator's grace period is short: the report and the aborts run together
+        // within the budget, and whatever is not done by then is logged and left.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+        let abort = async {
+            if let Some(storage) = storage {
+                storage.abort_pending(Some(deadline)).await;
+            }
+        };
+        let report = async {
+            let sent = notifier.status(Status::Failed, &message);
+            if tokio::time::timeout_at(deadline, sent).await.is_err() {
+                tracing::warn!("the failed callback did not complete before the shutdown deadline");
+            }
+        };
+        tokio::join!(abort, report);
     } else {
+        if let Some(storage) = storage {
+            storage.abort_pending(None).await;
+        }
         notifier.status(Status::Failed, &message).await;
     }
     code
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// SIGTERM and SIGINT: held from the first instruction, listened for from the runtime's start,
+/// and seen by the job whenever it looks.
+mod signals {
+    use std::sync::OnceLock;
+
+    use tokio::sync::watch;
+
+    static RECEIVED: OnceLock<watch::Receiver<Option<&'static str>>> = OnceLock::new();
+
+    /// The signal mask before `hold`.
+    pub struct Held(Option<libc::sigset_t>);
+
+    fn term_and_int() -> libc::sigset_t {
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            set
+        }
+    }
+
+    /// Blocks SIGTERM and SIGINT on this thread (and the threads it starts); a signal that
+    /// arrives meanwhile stays pending.
+    pub fn hold() -> Held {
+        let set = term_and_int();
+        // SAFETY: valid sigset pointers; pthread_sigmask only changes this thread's mask.
+        unsafe {
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) == 0 {
+                Held(Some(old))
+            } else {
+                Held(None)
+            }
+        }
+    }
+
+    /// Unblocks the signals on this thread, where the pending ones are then delivered to the
+    /// handlers `listen` installed. (Child processes start with an empty mask either way.)
+    pub fn release(held: Held) {
+        if held.0.is_some() {
+            let set = term_and_int();
+            // SAFETY: a valid sigset pointer.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            }
+        }
+    }
+
+    /// Installs the handlers; must run inside the runtime.
+    pub fn listen() {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (tx, rx) = watch::channel(None);
+        if RECEIVED.set(rx).is_err() {
+            return;
+        }
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            let _ = tx.send(Some(name));
+        });
+    }
+
+    /// Resolves with the first signal received (installing the handlers if `listen` was not
+    /// called, as in tests that run a job in-process).
+    pub async fn received() -> &'static str {
+        if RECEIVED.get().is_none() {
+            listen();
+        }
+        let Some(rx) = RECEIVED.get() else {
+            return std::future::pending().await;
+        };
+        let mut rx = rx.clone();
+        let name = match rx.wait_for(Option::is_some).await {
+            Ok(name) => name.unwrap_or("SIGTERM"),
+            Err(_) => return std::future::pending().await,
+        };
+        name
     }
 }
 
@@ -395,6 +508,103 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DbConfig;
+    use crate::engine::{Dump, DumpReport, EngineInfo, ServerInfo};
+    use crate::tool::ToolCommand;
+
+    static PANICKY: EngineInfo = EngineInfo {
+        name: "panicky",
+        display_name: "Panicky",
+        aliases: &["panicky"],
+        url_schemes: &["panicky"],
+        tls_url_schemes: &[],
+        default_port: 1,
+        default_user: "user",
+        default_database: None,
+        file_extension: "bin",
+        format: "bytes",
+        built_for: None,
+    };
+
+    /// An engine whose dump streams 20 MB (so parts are written) and then panics in its report,
+    /// after the tool succeeded and before the upload completes.
+    struct PanicsAfterTheDump;
+
+    impl Engine for PanicsAfterTheDump {
+        fn info() -> &'static EngineInfo {
+            &PANICKY
+        }
+
+        fn from_env(_: &mut EnvReader<'_>) -> Self {
+            PanicsAfterTheDump
+        }
+
+        async fn preflight(&self, _: &DbConfig, _: Operation) -> Result<ServerInfo, Error> {
+            Ok(ServerInfo {
+                server_version: "1".into(),
+                client_version: "1".into(),
+                ..ServerInfo::default()
+            })
+        }
+
+        fn backup_command(&self, _: &DbConfig, _: &ServerInfo) -> Result<ToolCommand, Error> {
+            let mut cmd = ToolCommand::new("sh");
+            cmd.args(["-c", "head -c 20000000 /dev/urandom"]);
+            Ok(cmd)
+        }
+
+        async fn start_dump(&self, db: &DbConfig, server: &ServerInfo) -> Result<Dump, Error> {
+            let mut dump = Dump::of_command(self.backup_command(db, server)?)?;
+            dump.report = Box::new(|| -> DumpReport { panic!("a bug in the engine's report") });
+            Ok(dump)
+        }
+
+        async fn prepare_restore(
+            &self,
+            _: &DbConfig,
+            _: &ServerInfo,
+            _: &Manifest,
+        ) -> Result<(), Error> {
+            Ok(())
+        }
+
+        fn restore_command(&self, _: &DbConfig, _: &Manifest) -> Result<ToolCommand, Error> {
+            Ok(ToolCommand::new("true"))
+        }
+    }
+
+    fn files_under(dir: &std::path::Path) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                found.extend(files_under(&path));
+            } else {
+                found.push(path.display().to_string());
+            }
+        }
+        found
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panic_mid_job_fails_the_job_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [
+            ("DB_HOST", "localhost".to_string()),
+            ("DB_NAME", "app".to_string()),
+            ("STORAGE_LOCAL_DIR", dir.path().display().to_string()),
+            ("STORAGE_LOCAL_ALLOW_EPHEMERAL", "true".to_string()),
+            ("COMPRESSION", "none".to_string()),
+        ];
+        let lookup = move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let code = run::<PanicsAfterTheDump>(&lookup).await;
+        assert_eq!(code, ExitCode::Internal);
+        assert_eq!(files_under(dir.path()), Vec::<String>::new());
+    }
 
     #[test]
     fn peak_rss_comes_from_vm_hwm() {

@@ -280,12 +280,29 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Logs each stderr line (redacted) and returns the last lines.
-async fn collect_stderr(tool: String, stderr: tokio::process::ChildStderr) -> String {
-    let mut lines = BufReader::new(stderr).lines();
+/// The longest stderr line kept whole; the rest of a longer line is dropped (a tool writing
+/// binary garbage to stderr must not grow the runner's memory).
+const STDERR_LINE_MAX: usize = 16 << 10;
+
+/// Logs each stderr line (redacted) and returns the last lines. Reads bytes, not text: a line
+/// that is not UTF-8 is kept lossily, and the pipe is drained to its end whatever it carries, so
+/// the tool never blocks or dies on a full or closed stderr.
+async fn collect_stderr<R: tokio::io::AsyncRead + Unpin>(tool: String, stderr: R) -> String {
+    let mut reader = BufReader::new(stderr);
     let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL_LINES);
-    while let Ok(Some(line)) = lines.next_line().await {
-        let line = redact(&line);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match read_line_bounded(&mut reader, &mut line).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(tool = %tool, "reading the tool's error output failed: {e}");
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        let line = redact(text.trim_end_matches(['\n', '\r']));
         tracing::warn!(tool = %tool, "{line}");
         if tail.len() == STDERR_TAIL_LINES {
             tail.pop_front();
@@ -293,6 +310,32 @@ async fn collect_stderr(tool: String, stderr: tokio::process::ChildStderr) -> St
         tail.push_back(line);
     }
     tail.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+/// Reads one line (through its newline) into `line`, keeping at most `STDERR_LINE_MAX` bytes of
+/// it; returns the bytes consumed (0 at the end of the stream).
+async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = STDERR_LINE_MAX.saturating_sub(line.len());
+        line.extend_from_slice(&buf[..take.min(room)]);
+        reader.consume(take);
+        consumed += take;
+        if done {
+            return Ok(consumed);
+        }
+    }
 }
 
 /// Room in the pipe between a tool and the pipeline (the kernel's default is 64 KiB): while the
@@ -339,6 +382,28 @@ mod tests {
             Err(Error::Tool { status, detail, .. }) => {
                 assert_eq!(status, "exit code 3");
                 assert_eq!(detail, "first\nboom");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn stderr_that_is_not_utf8_is_read_to_its_end() {
+        let mut cmd = ToolCommand::new("sh");
+        // Invalid UTF-8 first, then a long line, then the error that matters.
+        cmd.args([
+            "-c",
+            "printf 'bad \\377\\376 bytes\\n' >&2; head -c 100000 /dev/zero | tr '\\0' x >&2; echo >&2; echo 'the real error' >&2; exit 4",
+        ]);
+        let tool = cmd.spawn(Stdio::null(), Stdio::null()).unwrap();
+        match tool.wait().await {
+            Err(Error::Tool { status, detail, .. }) => {
+                assert_eq!(status, "exit code 4");
+                let lines: Vec<&str> = detail.lines().collect();
+                assert_eq!(lines.len(), 3, "{detail:.200}");
+                assert_eq!(lines[0], "bad \u{fffd}\u{fffd} bytes");
+                assert_eq!(lines[1].len(), STDERR_LINE_MAX);
+                assert_eq!(lines[2], "the real error");
             }
             other => panic!("unexpected {other:?}"),
         }

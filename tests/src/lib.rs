@@ -11,6 +11,7 @@ pub mod mysql_hard;
 pub mod mysql_sample;
 pub mod pg_sample;
 mod postgres;
+pub mod proxy;
 pub mod redis_client;
 pub mod redis_sample;
 mod s3;

@@ -196,6 +196,7 @@ mod tests {
                 ..TlsConfig::default()
             },
             connect_timeout_secs: 30,
+            lock_wait_timeout: None,
         }
     }
 

@@ -47,6 +47,11 @@ pub fn connected(program: &str, db: &DbConfig, database: &str) -> Result<ToolCom
 pub fn pg_dump(db: &DbConfig) -> Result<ToolCommand, Error> {
     let mut cmd = connected("pg_dump", db, &db.name)?;
     cmd.args(DUMP_ARGS);
+    // Waiting on a table lock (another session's ALTER or LOCK) fails the dump instead of
+    // hanging it; the runner's stall timeout covers what pg_dump cannot see.
+    if let Some(wait) = db.lock_wait_timeout {
+        cmd.arg(format!("--lock-wait-timeout={}", wait.as_millis()));
+    }
     Ok(cmd)
 }
 
@@ -118,6 +123,7 @@ mod tests {
                 key: None,
             },
             connect_timeout_secs: 30,
+            lock_wait_timeout: None,
         }
     }
 

@@ -63,6 +63,8 @@ struct Loader<'a> {
     module_failures: Vec<String>,
     module_failed: u64,
     checked_versions: BTreeSet<u16>,
+    /// The target's `proto-max-bulk-len`, when it can be read.
+    bulk_limit: Option<u64>,
 }
 
 fn key_name(key: &[u8]) -> String {
@@ -74,6 +76,7 @@ impl<'a> Loader<'a> {
         let info = conn.text(&[b"INFO", b"server"]).map_err(failed)?;
         let server =
             Server::from_info(&info).ok_or("INFO server names no Redis or Valkey version")?;
+        let bulk_limit = bulk_limit(conn);
         Ok(Loader {
             conn,
             server,
@@ -86,7 +89,21 @@ impl<'a> Loader<'a> {
             module_failures: Vec::new(),
             module_failed: 0,
             checked_versions: BTreeSet::new(),
+            bulk_limit,
         })
+    }
+
+    /// Refuses an argument the target would refuse (and drop the connection for), before it
+    /// is sent.
+    fn check_size(&self, bytes: usize, what: impl FnOnce() -> String) -> Result<(), String> {
+        match self.bulk_limit {
+            Some(limit) if bytes as u64 > limit => Err(format!(
+                "{}{}",
+                too_large(bytes as u64, &what(), limit),
+                self.partial()
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn check_version(&mut self, version: u16) -> Result<(), String> {
@@ -126,10 +143,12 @@ impl<'a> Loader<'a> {
                     payload,
                 } => self.key(db, key, expire_at_ms, payload)?,
                 Item::FunctionCode(code) => {
+                    self.check_size(code.len(), || "the function libraries".into())?;
                     self.queue(&[b"FUNCTION", b"LOAD", b"REPLACE", &code], Sent::Functions)?;
                     self.send()?;
                 }
                 Item::FunctionDump(dump) => {
+                    self.check_size(dump.len(), || "the function libraries".into())?;
                     self.queue(
                         &[b"FUNCTION", b"RESTORE", &dump, b"REPLACE"],
                         Sent::Functions,
@@ -140,6 +159,9 @@ impl<'a> Loader<'a> {
             item = self.next(&mut source)?;
         }
         self.send()?;
+        if !source.module_aux().is_empty() {
+            eprintln!("warning: {}", module_aux_loss(source.module_aux()));
+        }
         if self.module_failed > 0 {
             return Err(format!(
                 "{} keys hold module values the target cannot load (load the same modules into the target, or remove these keys before the backup): {}; the other {} keys were restored",
@@ -171,6 +193,9 @@ impl<'a> Loader<'a> {
             self.expired += 1;
             return Ok(());
         }
+        self.check_size(payload.len(), || {
+            format!("key {} in db {db}", crate::stream::key_for_humans(&key))
+        })?;
         if self.db != Some(db) {
             self.queue(&[b"SELECT", db.to_string().as_bytes()], Sent::Select(db))?;
             self.db = Some(db);
@@ -270,6 +295,40 @@ impl<'a> Loader<'a> {
         }
         Ok(())
     }
+}
+
+/// The server's `proto-max-bulk-len` (the largest argument it accepts), or `None` when CONFIG
+/// is not allowed (managed services often rename or deny it).
+pub fn bulk_limit(conn: &mut Conn) -> Option<u64> {
+    match conn
+        .call(&[b"CONFIG", b"GET", b"proto-max-bulk-len"])
+        .ok()?
+    {
+        Reply::Array(Some(items)) => {
+            let value = items.into_iter().nth(1)?.into_bulk()?;
+            std::str::from_utf8(&value).ok()?.trim().parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// Why an argument of `bytes` cannot be sent to a server whose `proto-max-bulk-len` is `limit`,
+/// and the fix.
+pub fn too_large(bytes: u64, what: &str, limit: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    let enough = bytes.div_ceil(MIB) * MIB;
+    format!(
+        "the backup holds a value of {bytes} bytes ({what}), larger than the target's proto-max-bulk-len of {limit} bytes: the target would refuse it. Raise the target's limit with `CONFIG SET proto-max-bulk-len {enough}` (or proto-max-bulk-len in its configuration file) and restore again"
+    )
+}
+
+/// The warning for module-global data (MODULE_AUX) that a restore cannot bring back.
+pub fn module_aux_loss(modules: &[String]) -> String {
+    format!(
+        "the snapshot holds module data kept outside keys (RDB MODULE_AUX records) of module type{} {}: RESTORE cannot carry it, so a restore of this backup does not bring it back; save that module's data with the module's own tools",
+        if modules.len() == 1 { "" } else { "s" },
+        modules.join(", ")
+    )
 }
 
 fn version_of(key: &[u8], payload: &[u8]) -> Result<u16, String> {

@@ -116,6 +116,10 @@ const DIRECT_READ_MIN: usize = 64 * 1024;
 /// Grow destination vectors at most this much ahead of the bytes actually read, so that a
 /// corrupt length cannot make us allocate gigabytes up front.
 const RESERVE_STEP: usize = 8 * 1024 * 1024;
+/// When measuring: runs of at least this many bytes are counted without being kept, and a
+/// value's complete elements once they hold this many bytes.
+const MEASURE_DROP_MIN: u64 = 4 * 1024;
+const MEASURE_HELD_MAX: usize = 64 * 1024;
 
 const LOGICAL_HINT: &str =
     "set REDIS_BACKUP_MODE=logical to back up with DUMP payloads taken from \
@@ -355,6 +359,10 @@ struct Input<R> {
     /// Stream offset of `buf[0]`.
     base: u64,
     crc: Digest<'static, u64, Table<16>>,
+    /// While a value is measured rather than kept ([`RdbReader::next_measured`]): large runs of
+    /// its bytes, and the elements already complete, are counted in `dropped` instead of kept.
+    measuring: bool,
+    dropped: u64,
 }
 
 impl<R: Read> Input<R> {
@@ -367,6 +375,8 @@ impl<R: Read> Input<R> {
             hashed: 0,
             base: 0,
             crc: CRC64.digest(),
+            measuring: false,
+            dropped: 0,
         }
     }
 
@@ -430,8 +440,15 @@ impl<R: Read> Input<R> {
         Ok(b)
     }
 
-    /// Appends exactly `n` bytes to `out`.
+    /// Appends exactly `n` bytes to `out` (counts them when measuring a large run).
     fn copy(&mut self, out: &mut Vec<u8>, n: u64, context: &'static str) -> Result<(), RdbError> {
+        if self.measuring && n >= MEASURE_DROP_MIN {
+            // Nothing reads a run this long back (only short integers are), so it and what
+            // precedes it in `out` are counted, not kept.
+            self.dropped += out.len() as u64 + n;
+            out.clear();
+            return self.skip(n, context);
+        }
         let mut left = n;
         while left > 0 {
             if self.pos < self.end {
@@ -466,6 +483,21 @@ impl<R: Read> Input<R> {
         Ok(())
     }
 
+    /// Consumes exactly `n` bytes (still checksummed) without keeping them.
+    fn skip(&mut self, n: u64, context: &'static str) -> Result<(), RdbError> {
+        let mut left = n;
+        while left > 0 {
+            if self.pos < self.end {
+                let take = (self.end - self.pos).min(usize::try_from(left).unwrap_or(usize::MAX));
+                self.pos += take;
+                left -= take as u64;
+            } else if !self.fill()? {
+                return Err(self.truncated(context));
+            }
+        }
+        Ok(())
+    }
+
     fn array<const N: usize>(&mut self, context: &'static str) -> Result<[u8; N], RdbError> {
         let mut a = [0u8; N];
         if self.end - self.pos >= N {
@@ -485,6 +517,9 @@ impl<R: Read> Input<R> {
 trait Source {
     fn u8(&mut self, context: &'static str) -> Result<u8, RdbError>;
     fn copy(&mut self, out: &mut Vec<u8>, n: u64, context: &'static str) -> Result<(), RdbError>;
+    /// Called between the elements of a value: when measuring, the complete elements held in
+    /// `out` may be counted and dropped.
+    fn element_done(&mut self, _out: &mut Vec<u8>) {}
 }
 
 impl<R: Read> Source for Input<R> {
@@ -493,6 +528,12 @@ impl<R: Read> Source for Input<R> {
     }
     fn copy(&mut self, out: &mut Vec<u8>, n: u64, context: &'static str) -> Result<(), RdbError> {
         Input::copy(self, out, n, context)
+    }
+    fn element_done(&mut self, out: &mut Vec<u8>) {
+        if self.measuring && out.len() >= MEASURE_HELD_MAX {
+            self.dropped += out.len() as u64;
+            out.clear();
+        }
     }
 }
 
@@ -688,6 +729,8 @@ pub struct RdbReader<R: Read> {
     db: u64,
     done: bool,
     skipped_module_aux: Vec<String>,
+    /// Serialized length of the last key's value read by [`RdbReader::next_measured`].
+    measured_len: u64,
 }
 
 impl<R: Read> RdbReader<R> {
@@ -737,6 +780,7 @@ impl<R: Read> RdbReader<R> {
             db: 0,
             done: false,
             skipped_module_aux: Vec::new(),
+            measured_len: 0,
         })
     }
 
@@ -765,6 +809,19 @@ impl<R: Read> RdbReader<R> {
     /// (a zero checksum means checksums were disabled and is accepted). Data after it is
     /// ignored.
     pub fn next_item(&mut self) -> Result<Option<RdbItem>, RdbError> {
+        self.read_item(false)
+    }
+
+    /// Like [`RdbReader::next_item`], without keeping values: a key's `value` is left empty
+    /// (or partial) and the length of its serialization comes alongside (0 for other items).
+    /// Memory stays small whatever the values' sizes; the checksum is still verified.
+    pub fn next_measured(&mut self) -> Result<Option<(RdbItem, u64)>, RdbError> {
+        self.measured_len = 0;
+        let item = self.read_item(true)?;
+        Ok(item.map(|i| (i, self.measured_len)))
+    }
+
+    fn read_item(&mut self, measure: bool) -> Result<Option<RdbItem>, RdbError> {
         if self.done {
             return Ok(None);
         }
@@ -883,7 +940,12 @@ impl<R: Read> RdbReader<R> {
                         return Err(self.unsupported_type(value_type, Some(&key), op_offset));
                     }
                     let mut value = Vec::new();
-                    self.copy_value(value_type, &key, op_offset, &mut value)?;
+                    self.input.measuring = measure;
+                    self.input.dropped = 0;
+                    let copied = self.copy_value(value_type, &key, op_offset, &mut value);
+                    self.input.measuring = false;
+                    copied?;
+                    self.measured_len = self.input.dropped + value.len() as u64;
                     return Ok(Some(RdbItem::Key(RdbKey {
                         db: self.db,
                         key,
@@ -936,12 +998,14 @@ impl<R: Read> RdbReader<R> {
             TYPE_LIST | TYPE_SET | TYPE_LIST_QUICKLIST => {
                 let n = read_plain_len(input, out, "a collection length")?;
                 for _ in 0..n {
+                    input.element_done(out);
                     read_string(input, out)?;
                 }
             }
             TYPE_ZSET => {
                 let n = read_plain_len(input, out, "a zset length")?;
                 for _ in 0..n {
+                    input.element_done(out);
                     read_string(input, out)?;
                     // Score: 1-byte length, 253 NaN, 254 +inf, 255 -inf, else that many chars.
                     let l = input.u8("a zset score")?;
@@ -954,6 +1018,7 @@ impl<R: Read> RdbReader<R> {
             TYPE_ZSET_2 => {
                 let n = read_plain_len(input, out, "a zset length")?;
                 for _ in 0..n {
+                    input.element_done(out);
                     read_string(input, out)?;
                     input.copy(out, 8, "a zset score")?;
                 }
@@ -961,6 +1026,7 @@ impl<R: Read> RdbReader<R> {
             TYPE_HASH => {
                 let n = read_plain_len(input, out, "a hash length")?;
                 for _ in 0..n {
+                    input.element_done(out);
                     read_string(input, out)?;
                     read_string(input, out)?;
                 }
@@ -968,6 +1034,7 @@ impl<R: Read> RdbReader<R> {
             TYPE_LIST_QUICKLIST_2 => {
                 let n = read_plain_len(input, out, "a quicklist length")?;
                 for _ in 0..n {
+                    input.element_done(out);
                     let container = read_plain_len(input, out, "a quicklist node container")?;
                     if container != 1 && container != 2 {
                         return Err(RdbError::Malformed(format!(
@@ -988,6 +1055,7 @@ impl<R: Read> RdbReader<R> {
             TYPE_VALKEY_HASH_2 if self.flavor == Flavor::Valkey => {
                 let n = read_plain_len(input, out, "a hash length")?;
                 for _ in 0..n {
+                    input.element_done(out);
                     read_string(input, out)?;
                     read_string(input, out)?;
                     input.copy(out, 8, "a hash field expiry")?;
@@ -1001,6 +1069,7 @@ impl<R: Read> RdbReader<R> {
                 }
                 let n = read_plain_len(input, out, "a hash length")?;
                 for _ in 0..n {
+                    input.element_done(out);
                     read_plain_len(input, out, "a hash field TTL")?;
                     read_string(input, out)?;
                     read_string(input, out)?;
@@ -1023,6 +1092,7 @@ impl<R: Read> RdbReader<R> {
 /// Module value opcodes until MODULE_OPCODE_EOF (`rdbLoadCheckModuleValue`).
 fn copy_module_opcodes(src: &mut impl Source, out: &mut Vec<u8>) -> Result<(), RdbError> {
     loop {
+        src.element_done(out);
         match read_plain_len(src, out, "a module opcode")? {
             MODULE_OPCODE_EOF => return Ok(()),
             MODULE_OPCODE_SINT | MODULE_OPCODE_UINT => {
@@ -1049,6 +1119,7 @@ fn copy_stream(src: &mut impl Source, t: u8, out: &mut Vec<u8>) -> Result<(), Rd
     // Listpacks: (master id as a 16-byte string, listpack string) each.
     let listpacks = read_plain_len(src, out, "stream listpacks")?;
     for _ in 0..listpacks {
+        src.element_done(out);
         read_string(src, out)?;
         read_string(src, out)?;
     }
@@ -1059,6 +1130,7 @@ fn copy_stream(src: &mut impl Source, t: u8, out: &mut Vec<u8>) -> Result<(), Rd
     }
     let groups = read_plain_len(src, out, "stream consumer groups")?;
     for _ in 0..groups {
+        src.element_done(out);
         read_string(src, out)?; // name
         read_plain_len(src, out, "a consumer group id")?;
         read_plain_len(src, out, "a consumer group id")?;
@@ -1068,11 +1140,13 @@ fn copy_stream(src: &mut impl Source, t: u8, out: &mut Vec<u8>) -> Result<(), Rd
         // Global PEL: raw 16-byte id, 8-byte delivery time, delivery count.
         let pel = read_plain_len(src, out, "a consumer group PEL")?;
         for _ in 0..pel {
+            src.element_done(out);
             src.copy(out, 16 + 8, "a PEL entry")?;
             read_plain_len(src, out, "a PEL delivery count")?;
         }
         let consumers = read_plain_len(src, out, "stream consumers")?;
         for _ in 0..consumers {
+            src.element_done(out);
             read_string(src, out)?; // name
             src.copy(out, 8, "a consumer seen time")?;
             if v3 {
@@ -1559,6 +1633,65 @@ mod tests {
         assert_eq!(k.key, b"a");
         assert!(r.next_item().unwrap().is_none());
         assert_eq!(r.skipped_module_aux(), ["graphdata".to_string()]);
+    }
+
+    #[test]
+    fn measuring_keeps_no_values_and_counts_their_length() {
+        let mut body = Vec::new();
+        // MODULE_AUX data of a module, before the keys.
+        body.extend_from_slice(&[OPCODE_MODULE_AUX, 0x81]);
+        body.extend_from_slice(&module_id("graphdata", 1).to_be_bytes());
+        body.extend_from_slice(b"\x02\x02\x05\x01x\x00");
+        // A 300 KB string.
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        body.extend_from_slice(&[TYPE_STRING, 0x03, b'b', b'i', b'g', 0x80]);
+        body.extend_from_slice(&(big.len() as u32).to_be_bytes());
+        body.extend_from_slice(&big);
+        // A plain set of 5,000 members of 20 bytes: its elements are dropped as they complete.
+        body.extend_from_slice(&[TYPE_SET, 0x03, b's', b'e', b't', 0x40 | (5000 >> 8) as u8]);
+        body.push((5000 & 0xff) as u8);
+        for i in 0..5000u32 {
+            body.push(20);
+            body.extend_from_slice(format!("member-{i:013}").as_bytes());
+        }
+        // A hash and a module value.
+        body.extend_from_slice(b"\x04\x01h\x02\x01f\x01v\x02f2\xc0\x01");
+        body.extend_from_slice(&[TYPE_MODULE_2, 0x01, b'm', 0x81]);
+        body.extend_from_slice(&module_id("ReJSON-RL", 3).to_be_bytes());
+        body.extend_from_slice(b"\x05\x03{}!\x00");
+        let bytes = rdb(b"REDIS0011", &body);
+
+        let kept: Vec<(Vec<u8>, u64)> = keys(&read_all(&bytes).unwrap())
+            .iter()
+            .map(|k| (k.key.clone(), k.value.len() as u64))
+            .collect();
+        assert_eq!(kept.len(), 4);
+        let mut r = RdbReader::new(Trickle(&bytes)).unwrap();
+        let mut measured = Vec::new();
+        while let Some((item, len)) = r.next_measured().unwrap() {
+            if let RdbItem::Key(k) = item {
+                assert!(k.value.len() <= MEASURE_HELD_MAX + 64, "{:?}", k.key);
+                measured.push((k.key, len));
+            } else {
+                assert_eq!(len, 0);
+            }
+        }
+        assert_eq!(measured, kept);
+        assert_eq!(r.skipped_module_aux(), ["graphdata".to_string()]);
+
+        // The backup's summary: the largest RESTORE payload (type, value, version and CRC), and
+        // the module data a restore cannot bring back, by module name.
+        let summary = crate::stream::summarize(crate::RDB.name, &bytes[..]).unwrap();
+        assert_eq!(summary.keys, 4);
+        let largest = summary.largest.unwrap();
+        assert_eq!(largest.bytes, 1 + 5 + 300_000 + 10);
+        assert_eq!(largest.describe(), r#"key "big" in db 0"#);
+        assert_eq!(summary.module_aux, ["graphdata".to_string()]);
+        // A corrupt byte inside the large value: only the checksum notices, and it does.
+        let mut bad = bytes.clone();
+        bad[1000] ^= 1;
+        let err = crate::stream::summarize(crate::RDB.name, &bad[..]).unwrap_err();
+        assert!(err.contains("checksum"), "{err}");
     }
 
     #[test]

@@ -257,12 +257,24 @@ impl Conn {
 
     /// Sends the queued commands and reads one reply for each, in order.
     pub fn replies(&mut self) -> Result<Vec<Reply>, ClientError> {
+        let n = self.send()?;
+        (0..n).map(|_| self.next_reply()).collect()
+    }
+
+    /// Sends the queued commands without reading their replies; returns how many replies the
+    /// caller must now read with [`Conn::next_reply`], one at a time, so that only one of them
+    /// is held in memory.
+    pub fn send(&mut self) -> Result<usize, ClientError> {
         let transport = self.io.get_mut();
         transport.write_all(&self.out).map_err(io_error)?;
         transport.flush().map_err(io_error)?;
         self.out.clear();
-        let n = std::mem::take(&mut self.queued);
-        (0..n).map(|_| read_reply(&mut self.io)).collect()
+        Ok(std::mem::take(&mut self.queued))
+    }
+
+    /// The next reply of commands already sent.
+    pub fn next_reply(&mut self) -> Result<Reply, ClientError> {
+        read_reply(&mut self.io)
     }
 
     /// One command, one reply.

@@ -128,6 +128,14 @@ fn read_array<const N: usize, R: Read>(r: &mut R) -> io::Result<[u8; N]> {
     Ok(b)
 }
 
+/// Consumes `len` bytes without keeping them.
+fn skip_bytes<R: Read>(r: &mut R, len: u64) -> io::Result<()> {
+    if io::copy(&mut r.take(len), &mut io::sink())? != len {
+        return Err(truncated());
+    }
+    Ok(())
+}
+
 fn read_bytes<R: Read>(r: &mut R, len: u64) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     let read = r.take(len).read_to_end(&mut data)?;
@@ -163,6 +171,23 @@ impl<R: Read> LogicalReader<R> {
     }
 
     pub fn next_item(&mut self) -> io::Result<Option<Item>> {
+        Ok(self.read_item(true)?.map(|(item, _)| item))
+    }
+
+    /// Like [`LogicalReader::next_item`], without keeping payloads: they are left empty and
+    /// their length comes alongside.
+    pub fn next_measured(&mut self) -> io::Result<Option<(Item, u64)>> {
+        self.read_item(false)
+    }
+
+    fn read_item(&mut self, keep: bool) -> io::Result<Option<(Item, u64)>> {
+        let payload = |input: &mut R, len: u64| {
+            if keep {
+                read_bytes(input, len)
+            } else {
+                skip_bytes(input, len).map(|()| Vec::new())
+            }
+        };
         if self.done {
             return Ok(None);
         }
@@ -175,18 +200,20 @@ impl<R: Read> LogicalReader<R> {
                     let key = read_bytes(&mut self.input, len.into())?;
                     let expire = i64::from_le_bytes(read_array(&mut self.input)?);
                     let len = u64::from_le_bytes(read_array(&mut self.input)?);
-                    let payload = read_bytes(&mut self.input, len)?;
+                    let payload = payload(&mut self.input, len)?;
                     self.keys += 1;
-                    return Ok(Some(Item::Key {
+                    let item = Item::Key {
                         db: self.db,
                         key,
                         expire_at_ms: (expire >= 0).then_some(expire),
                         payload,
-                    }));
+                    };
+                    return Ok(Some((item, len)));
                 }
                 b'F' => {
                     let len = u64::from_le_bytes(read_array(&mut self.input)?);
-                    return Ok(Some(Item::FunctionDump(read_bytes(&mut self.input, len)?)));
+                    let item = Item::FunctionDump(payload(&mut self.input, len)?);
+                    return Ok(Some((item, len)));
                 }
                 b'E' => {
                     let count = u64::from_le_bytes(read_array(&mut self.input)?);
@@ -224,6 +251,47 @@ impl<R: Read> Source<R> {
         }
     }
 
+    /// Every item without keeping payloads, with the size of the argument a restore sends
+    /// for it: the `RESTORE` payload of a key, the `FUNCTION LOAD`/`FUNCTION RESTORE` argument
+    /// of functions.
+    pub fn next_measured(&mut self) -> io::Result<Option<(Item, u64)>> {
+        match self {
+            Source::Logical(r) => r.next_measured(),
+            Source::Rdb(r) => loop {
+                match r.next_measured().map_err(|e| invalid(e.to_string()))? {
+                    None => return Ok(None),
+                    Some((RdbItem::Key(k), len)) => {
+                        let db = u32::try_from(k.db).map_err(|_| {
+                            invalid(format!("logical database {} is out of range", k.db))
+                        })?;
+                        let item = Item::Key {
+                            db,
+                            key: k.key,
+                            expire_at_ms: k.expire_at_ms,
+                            payload: Vec::new(),
+                        };
+                        // The type byte before the value; the version and CRC-64 after it.
+                        return Ok(Some((item, 1 + len + 10)));
+                    }
+                    Some((RdbItem::Function(code), _)) => {
+                        let len = code.len() as u64;
+                        return Ok(Some((Item::FunctionCode(code), len)));
+                    }
+                    Some(_) => {}
+                }
+            },
+        }
+    }
+
+    /// Module types whose module-global data (MODULE_AUX) an RDB backup holds: `RESTORE` cannot
+    /// carry it, so a restore skips it.
+    pub fn module_aux(&self) -> &[String] {
+        match self {
+            Source::Rdb(r) => r.skipped_module_aux(),
+            Source::Logical(_) => &[],
+        }
+    }
+
     pub fn next_item(&mut self) -> io::Result<Option<Item>> {
         match self {
             Source::Logical(r) => r.next_item(),
@@ -250,6 +318,68 @@ impl<R: Read> Source<R> {
             },
         }
     }
+}
+
+/// The largest single argument a restore of a backup sends to the server (a `RESTORE`
+/// payload, or the function libraries): the server refuses one larger than its
+/// `proto-max-bulk-len`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Largest {
+    pub bytes: u64,
+    /// The key and its logical database; `None` for the function libraries.
+    pub key: Option<(u32, Vec<u8>)>,
+}
+
+impl Largest {
+    /// `key "big:blob" in db 0`, or `the function libraries`.
+    pub fn describe(&self) -> String {
+        match &self.key {
+            Some((db, key)) => format!("key {} in db {db}", key_for_humans(key)),
+            None => "the function libraries".into(),
+        }
+    }
+}
+
+/// A key for messages and the manifest: escaped, and cut to 200 bytes.
+pub fn key_for_humans(key: &[u8]) -> String {
+    const SHOWN: usize = 200;
+    let shown = key[..key.len().min(SHOWN)].escape_ascii().to_string();
+    if key.len() > SHOWN {
+        format!("\"{shown}…\" ({} bytes)", key.len())
+    } else {
+        format!("\"{shown}\"")
+    }
+}
+
+/// What a backup holds, read from the stream itself without keeping values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub keys: u64,
+    pub largest: Option<Largest>,
+    /// Module types with module-global data (MODULE_AUX) in an RDB backup.
+    pub module_aux: Vec<String>,
+}
+
+/// Reads a whole backup in `format` (checking its framing, and an RDB's checksum) and says what
+/// it holds.
+pub fn summarize<R: Read>(format: &str, input: R) -> Result<Summary, String> {
+    let mut source = crate::load::open(format, input)?;
+    let mut summary = Summary::default();
+    let read = |e: io::Error| format!("the backup cannot be read: {e}");
+    while let Some((item, bytes)) = source.next_measured().map_err(read)? {
+        let key = match item {
+            Item::Key { db, key, .. } => {
+                summary.keys += 1;
+                Some((db, key))
+            }
+            Item::FunctionCode(_) | Item::FunctionDump(_) => None,
+        };
+        if summary.largest.as_ref().is_none_or(|l| bytes > l.bytes) {
+            summary.largest = Some(Largest { bytes, key });
+        }
+    }
+    summary.module_aux = source.module_aux().to_vec();
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -298,6 +428,35 @@ mod tests {
             }
         );
         assert_eq!(items[3], Item::FunctionDump(b"fn".to_vec()));
+    }
+
+    #[test]
+    fn summarizes_without_keeping_payloads() {
+        let mut out = Vec::new();
+        let mut w = LogicalWriter::new(&mut out, &header()).unwrap();
+        w.key(0, b"a", None, &[1; 10]).unwrap();
+        w.key(3, b"big\0", Some(42), &[2; 300_000]).unwrap();
+        w.key(3, b"c", None, &[3; 20]).unwrap();
+        w.functions(&[4; 1000]).unwrap();
+        w.finish().unwrap();
+        let summary = summarize(crate::LOGICAL.name, &out[..]).unwrap();
+        assert_eq!(summary.keys, 3);
+        let largest = summary.largest.unwrap();
+        assert_eq!(largest.bytes, 300_000);
+        assert_eq!(largest.key, Some((3, b"big\0".to_vec())));
+        assert_eq!(largest.describe(), r#"key "big\x00" in db 3"#);
+        assert!(summary.module_aux.is_empty());
+        let mut r = LogicalReader::new(&out[..]).unwrap();
+        let (item, len) = r.next_measured().unwrap().unwrap();
+        assert_eq!(len, 10);
+        assert!(matches!(item, Item::Key { payload, .. } if payload.is_empty()));
+        // A truncated stream is an error, not a summary.
+        let err = summarize(crate::LOGICAL.name, &out[..out.len() - 100]).unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
+        assert_eq!(
+            key_for_humans(&[b'k'; 300]).len(),
+            "\"\"… (300 bytes)".len() + 200
+        );
     }
 
     #[test]

@@ -404,3 +404,48 @@ fn parse_file_from_env() {
         size as f64 / 1e6 / elapsed.as_secs_f64()
     );
 }
+
+/// Measuring a real snapshot (as a backup does while it streams) gives every value's exact
+/// serialized length without keeping it, and the largest `RESTORE` payload.
+#[test]
+fn measured_lengths_match_the_values() {
+    for name in [
+        "redis-7.0.rdb",
+        "valkey-9.1.rdb",
+        "redis-7.0-redisearch.rdb",
+    ] {
+        let (_, items) = read_file(&fixture(name));
+        let kept: Vec<(Vec<u8>, u64)> = items
+            .iter()
+            .filter_map(|i| match i {
+                RdbItem::Key(k) => Some((k.key.clone(), k.value.len() as u64)),
+                _ => None,
+            })
+            .collect();
+        let file = std::fs::File::open(fixture(name)).unwrap();
+        let mut reader = RdbReader::new(file).unwrap();
+        let mut measured = Vec::new();
+        while let Some((item, len)) = reader.next_measured().unwrap() {
+            if let RdbItem::Key(k) = item {
+                measured.push((k.key, len));
+            }
+        }
+        assert_eq!(measured, kept, "{name}");
+        let largest = kept.iter().map(|(_, len)| len + 11).max().unwrap();
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        let summary =
+            backup_runner_redis::stream::summarize(backup_runner_redis::RDB.name, &bytes[..])
+                .unwrap();
+        assert_eq!(summary.keys, kept.len() as u64, "{name}");
+        let functions = items.iter().filter_map(|i| match i {
+            RdbItem::Function(code) => Some(code.len() as u64),
+            _ => None,
+        });
+        assert_eq!(
+            summary.largest.unwrap().bytes,
+            functions.fold(largest, u64::max),
+            "{name}"
+        );
+        assert!(summary.module_aux.is_empty(), "{name}");
+    }
+}

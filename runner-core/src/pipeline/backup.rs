@@ -1,11 +1,13 @@
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{choose_part_size, human, parts_in_flight, Progress};
+use super::{check_part_size, choose_part_size, human, parts_in_flight, Progress};
 use crate::codec::{compress_on_thread, Metered};
 use crate::config::Operation;
 use crate::config::{Config, StorageConfig};
@@ -13,7 +15,7 @@ use crate::engine::{with_hint, Dump, DumpFormat, Engine, ServerInfo};
 use crate::error::Error;
 use crate::keys::{backup_key, KeyParts};
 use crate::manifest::{manifest_key, CompressionInfo, Manifest, MANIFEST_VERSION};
-use crate::storage::{Storage, Upload};
+use crate::storage::{exists_error, Storage, Upload, WriteMode};
 use crate::tool::RunningTool;
 
 /// Dumps the database into storage and writes the manifest. On error the caller aborts the
@@ -47,8 +49,11 @@ pub async fn backup<E: Engine>(
         StorageConfig::S3(s3) => (s3.part_size, s3.concurrency),
         StorageConfig::Local { .. } => (None, 1),
     };
-    storage.probe_write(&key).await?;
     let part_size = choose_part_size(override_size, server.size_bytes);
+    check_part_size(part_size, override_size.is_some(), server.size_bytes)?;
+    let manifest_key = manifest_key(&key);
+    let mode = claim(storage, &key, &manifest_key, cfg.overwrite).await?;
+    storage.probe_write(&key).await?;
     let in_flight = parts_in_flight(part_size, concurrency);
     tracing::info!(
         phase = "dump",
@@ -71,7 +76,8 @@ pub async fn backup<E: Engine>(
     let mut stream = compress_on_thread(dump, cfg.compression)
         .map_err(|e| Error::Internal(format!("cannot start the compressor: {e}")))?;
 
-    let mut upload = storage.upload(&key, part_size, in_flight);
+    let mut upload = storage.upload(&key, part_size, in_flight, mode);
+    let mut stall = StallWatch::new(progress.raw.clone(), cfg.stall_timeout, info.display_name);
     let mut hasher = Sha256::new();
     let mut stored: u64 = 0;
     // A full part is held back until the next byte shows it is not the last one, then handed
@@ -79,12 +85,19 @@ pub async fn backup<E: Engine>(
     let mut held: Option<Bytes> = None;
     let last = loop {
         let mut part = BytesMut::with_capacity(part_size as usize);
-        let mut result = fill_watching(&mut stream, &mut part, 1, &mut upload).await?;
+        let mut result = fill_watching(&mut stream, &mut part, 1, &mut upload, &mut stall).await?;
         if result.is_ok() && !part.is_empty() {
             if let Some(previous) = held.take() {
                 upload.part(previous).await?;
             }
-            result = fill_watching(&mut stream, &mut part, part_size as usize, &mut upload).await?;
+            result = fill_watching(
+                &mut stream,
+                &mut part,
+                part_size as usize,
+                &mut upload,
+                &mut stall,
+            )
+            .await?;
         }
         if let Err(e) = result {
             // A broken stream usually means the tool died: its status explains more.
@@ -125,9 +138,8 @@ pub async fn backup<E: Engine>(
         });
     }
 
-    // A stale manifest under the same key must not describe the new object.
-    let manifest_key = manifest_key(&key);
-    storage.delete(&manifest_key).await?;
+    // A backup being replaced keeps its manifest until the new object is committed: a failure
+    // before that point leaves the old backup whole.
     let parts = upload.complete(last).await?;
 
     let finished_at = Utc::now();
@@ -167,9 +179,80 @@ pub async fn backup<E: Engine>(
         engine_details: report.details,
     };
     storage
-        .put(&manifest_key, Bytes::from(manifest.to_json()))
+        .put(&manifest_key, Bytes::from(manifest.to_json()), mode)
         .await?;
     Ok(manifest)
+}
+
+/// Decides how the backup may be written at `key`: a backup (or a manifest-less object) already
+/// there is kept unless `BACKUP_OVERWRITE` allows replacing it. Checked before the dump, and again
+/// atomically when the object and the manifest are committed.
+async fn claim(
+    storage: &Storage,
+    key: &str,
+    manifest_key: &str,
+    overwrite: bool,
+) -> Result<WriteMode, Error> {
+    let has_manifest = storage.exists(manifest_key).await?;
+    let has_object = storage.exists(key).await?;
+    if !has_manifest && !has_object {
+        return Ok(WriteMode::Create);
+    }
+    if overwrite {
+        tracing::warn!(
+            phase = "preflight",
+            object = %storage.describe(key),
+            "replacing the backup at this key (BACKUP_OVERWRITE=true); the old one stays whole until the new one is committed"
+        );
+        return Ok(WriteMode::Overwrite);
+    }
+    if has_object && !has_manifest {
+        return Err(Error::Conflict(format!(
+            "{} holds an object without a manifest (an unfinished backup, or one being written by another job right now); it is kept. Delete it, choose another BACKUP_PATH, or set BACKUP_OVERWRITE=true",
+            storage.describe(key)
+        )));
+    }
+    Err(exists_error(&storage.describe(key)))
+}
+
+/// Fails a dump whose tool sends nothing for `timeout` while the pipeline waits for it (a lock
+/// held by another session, a server that stopped sending). Time spent waiting on the upload
+/// does not count.
+struct StallWatch {
+    raw: Arc<AtomicU64>,
+    timeout: Option<Duration>,
+    tool: &'static str,
+}
+
+impl StallWatch {
+    fn new(raw: Arc<AtomicU64>, timeout: Option<Duration>, tool: &'static str) -> StallWatch {
+        StallWatch { raw, timeout, tool }
+    }
+
+    /// Resolves once no byte has come for the timeout; never when it is disabled.
+    async fn stalled(&mut self) -> Error {
+        let Some(timeout) = self.timeout else {
+            return std::future::pending().await;
+        };
+        let tick = (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut seen = self.raw.load(Ordering::Relaxed);
+        let mut since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = self.raw.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                since = tokio::time::Instant::now();
+            } else if since.elapsed() >= timeout {
+                return Error::Stalled(format!(
+                    "no data from the {} dump for {} s (DUMP_STALL_TIMEOUT_SECS) after {}: a lock held by another session, or a server that stopped sending; the dump was stopped and nothing was kept",
+                    self.tool,
+                    timeout.as_secs(),
+                    human(now)
+                ));
+            }
+        }
+    }
 }
 
 /// Waits for every tool behind the stream; the first failure (in stream order) is the error.
@@ -183,16 +266,18 @@ async fn wait_all<E: Engine>(engine: &E, tools: Vec<RunningTool>) -> Result<(), 
     first.map_or(Ok(()), Err)
 }
 
-/// `fill`, ended early by a part upload that fails meanwhile.
+/// `fill`, ended early by a part upload that fails meanwhile, or by a stalled dump.
 async fn fill_watching<R: AsyncRead + Unpin>(
     stream: &mut R,
     buf: &mut BytesMut,
     until: usize,
     upload: &mut Upload<'_>,
+    stall: &mut StallWatch,
 ) -> Result<std::io::Result<()>, Error> {
     tokio::select! {
         read = fill(stream, buf, until) => Ok(read),
         failed = upload.failure() => Err(failed),
+        stalled = stall.stalled() => Err(stalled),
     }
 }
 

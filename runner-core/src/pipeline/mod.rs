@@ -23,6 +23,8 @@ pub use verify::{check_engine, read_manifest, verify_object};
 /// The S3 limit on parts per upload.
 pub const MAX_PARTS: u64 = 10_000;
 pub const MIN_PART_SIZE: u64 = 8 << 20;
+/// The S3 limit on one part.
+pub const MAX_PART_SIZE: u64 = 5 << 30;
 /// Parts in flight are bounded by this many bytes, so memory stays flat when parts grow.
 pub const IN_FLIGHT_BUDGET: u64 = 32 << 20;
 /// How much larger than the database the stream may grow before running out of parts.
@@ -37,7 +39,39 @@ pub fn choose_part_size(override_bytes: Option<u64>, estimate: Option<u64>) -> u
     let budget = estimate.unwrap_or(0).saturating_mul(SIZE_HEADROOM);
     let needed = budget.div_ceil(MAX_PARTS * 9 / 10);
     let mib = 1 << 20;
-    needed.div_ceil(mib).saturating_mul(mib).max(MIN_PART_SIZE)
+    needed
+        .div_ceil(mib)
+        .saturating_mul(mib)
+        .clamp(MIN_PART_SIZE, MAX_PART_SIZE)
+}
+
+/// Refuses, before the dump, a part size set by `STORAGE_PART_SIZE_MB` with which 10,000 parts
+/// cannot hold the database's estimated size with headroom: the upload would fail at part
+/// 10,001, hours in.
+pub fn check_part_size(
+    part_size: u64,
+    configured: bool,
+    estimate: Option<u64>,
+) -> Result<(), crate::error::Error> {
+    let Some(estimate) = estimate else {
+        return Ok(());
+    };
+    let budget = estimate.saturating_mul(SIZE_HEADROOM);
+    if !configured || part_size.saturating_mul(MAX_PARTS) >= budget {
+        return Ok(());
+    }
+    let minimum_mib = budget.div_ceil(MAX_PARTS).div_ceil(1 << 20);
+    Err(crate::error::Error::Config(crate::env::ConfigError {
+        problems: vec![crate::env::Problem {
+            var: "STORAGE_PART_SIZE_MB".into(),
+            message: format!(
+                "{} MiB parts hold at most {} in 10,000 parts, but the database is estimated at {} (room is kept for {SIZE_HEADROOM}× that): set STORAGE_PART_SIZE_MB to at least {minimum_mib}, or unset it to let the runner choose; nothing was dumped",
+                part_size >> 20,
+                human(part_size.saturating_mul(MAX_PARTS)),
+                human(estimate),
+            ),
+        }],
+    }))
 }
 
 /// Parts in flight at once: the configured concurrency, within the memory budget.
@@ -136,6 +170,22 @@ mod tests {
             assert!(part * 9_000 >= size * SIZE_HEADROOM, "spare parts");
         }
         assert_eq!(choose_part_size(Some(5 << 20), Some(1024 * GIB)), 5 << 20);
+        // Past 11 TiB or so, parts stop at the 5 GiB limit.
+        assert_eq!(choose_part_size(None, Some(100 * 1024 * GIB)), MAX_PART_SIZE);
+    }
+
+    #[test]
+    fn a_configured_part_size_too_small_for_the_database_is_refused() {
+        // 5 MiB × 10,000 = 48.8 GiB: enough for 10 GiB (×4 headroom), not for 20 GiB.
+        assert!(check_part_size(5 << 20, true, Some(10 * GIB)).is_ok());
+        let err = check_part_size(5 << 20, true, Some(20 * GIB)).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::ExitCode::Config);
+        let text = err.to_string();
+        assert!(text.contains("STORAGE_PART_SIZE_MB"), "{text}");
+        assert!(text.contains("at least 9"), "{text}");
+        // Chosen sizes, and unknown estimates, are never refused.
+        assert!(check_part_size(8 << 20, false, Some(1024 * GIB)).is_ok());
+        assert!(check_part_size(5 << 20, true, None).is_ok());
     }
 
     #[test]

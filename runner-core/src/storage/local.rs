@@ -1,5 +1,7 @@
 //! A local directory as storage: the embedded default for trying the runner out, and a mounted
-//! volume in containers. Objects are written under a `.partial` name and renamed when complete.
+//! volume in containers. Objects are written under a name unique to the job (`.partial`),
+//! synced, and renamed into place — without replacing an existing file unless overwriting is
+//! allowed — and the directory is synced so the rename survives a crash.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -7,7 +9,7 @@ use bytes::Bytes;
 use tokio::fs::{self, File};
 use tokio::io::{AsyncWriteExt, BufReader};
 
-use super::ObjectReader;
+use super::{ObjectReader, WriteMode};
 use crate::error::Error;
 
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -65,7 +67,7 @@ impl LocalBackend {
         Ok(())
     }
 
-    pub(super) async fn put(&self, key: &str, body: Bytes) -> Result<(), Error> {
+    pub(super) async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<(), Error> {
         let path = self.path(key)?;
         let partial = partial_path(&path);
         let ctx = format!("cannot write {}", path.display());
@@ -74,12 +76,20 @@ impl LocalBackend {
                 .await
                 .map_err(io_error(ctx.clone()))?;
         }
-        let mut f = File::create(&partial)
-            .await
-            .map_err(io_error(ctx.clone()))?;
-        f.write_all(&body).await.map_err(io_error(ctx.clone()))?;
-        f.sync_all().await.map_err(io_error(ctx.clone()))?;
-        fs::rename(&partial, &path).await.map_err(io_error(ctx))
+        let written = async {
+            let mut f = File::create(&partial)
+                .await
+                .map_err(io_error(ctx.clone()))?;
+            f.write_all(&body).await.map_err(io_error(ctx.clone()))?;
+            f.sync_all().await.map_err(io_error(ctx.clone()))?;
+            drop(f);
+            commit(&partial, &path, mode).await
+        }
+        .await;
+        if written.is_err() {
+            let _ = fs::remove_file(&partial).await;
+        }
+        written
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
@@ -123,18 +133,84 @@ impl LocalBackend {
         Ok((Box::new(BufReader::with_capacity(1 << 20, file)), size))
     }
 
-    pub(super) fn upload(&self, key: &str) -> LocalUpload {
+    pub(super) fn upload(&self, key: &str, mode: WriteMode) -> LocalUpload {
         LocalUpload {
             target: self.path(key),
+            mode,
             file: None,
         }
     }
 }
 
+/// A temporary name next to `path`, unique to this write: two jobs writing the same key never
+/// share a file.
 fn partial_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
-    s.push(PARTIAL_SUFFIX);
+    s.push(format!(
+        ".{}-{:016x}{PARTIAL_SUFFIX}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     PathBuf::from(s)
+}
+
+/// Moves a complete, synced file into place. `WriteMode::Create` never replaces a file that is
+/// there (`renameat2(RENAME_NOREPLACE)`, or a hard link where the filesystem lacks it), so of two
+/// jobs writing the same key one fails; then the directory is synced.
+async fn commit(partial: &Path, target: &Path, mode: WriteMode) -> Result<(), Error> {
+    let ctx = format!("cannot write {}", target.display());
+    let (from, to) = (partial.to_path_buf(), target.to_path_buf());
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        match mode {
+            WriteMode::Overwrite => std::fs::rename(&from, &to)?,
+            WriteMode::Create => rename_noreplace(&from, &to)?,
+        }
+        if let Some(dir) = to.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("rename task: {e}")))?;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(super::exists_error(&target.display().to_string()))
+        }
+        Err(e) => Err(Error::storage(&ctx, e)),
+    }
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other("path holds a NUL byte"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the current directory.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        // No RENAME_NOREPLACE on this filesystem: a hard link fails on an existing name too.
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        _ => Err(err),
+    }
 }
 
 pub(super) async fn remove_partial(partial: &Path) -> Result<(), Error> {
@@ -150,6 +226,7 @@ pub(super) async fn remove_partial(partial: &Path) -> Result<(), Error> {
 
 pub(super) struct LocalUpload {
     target: Result<PathBuf, Error>,
+    mode: WriteMode,
     file: Option<(File, PathBuf)>,
 }
 
@@ -191,9 +268,9 @@ impl LocalUpload {
         let (mut f, partial) = self.file.take().expect("opened by part");
         let ctx = format!("cannot write {}", target.display());
         f.flush().await.map_err(io_error(ctx.clone()))?;
-        f.sync_all().await.map_err(io_error(ctx.clone()))?;
+        f.sync_all().await.map_err(io_error(ctx))?;
         drop(f);
-        fs::rename(&partial, &target).await.map_err(io_error(ctx))?;
+        commit(&partial, &target, self.mode).await?;
         Ok(created.or(Some(partial)))
     }
 }

@@ -15,6 +15,27 @@ use crate::error::Error;
 
 pub type ObjectReader = Box<dyn AsyncBufRead + Send + Unpin>;
 
+/// Whether a write may replace an object already at its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Only if nothing is there: an existing backup, or one another job commits meanwhile, is
+    /// never replaced (the write fails with [`Error::Conflict`]).
+    Create,
+    /// Replace whatever is there (`BACKUP_OVERWRITE=true`).
+    Overwrite,
+}
+
+/// What completing an upload retired: the S3 upload id, when it was a multipart upload.
+pub(crate) struct Committed {
+    finished: Option<String>,
+}
+
+pub(crate) fn exists_error(location: &str) -> Error {
+    Error::Conflict(format!(
+        "a backup already exists at {location}, or another job wrote one there meanwhile; it is kept. Choose another BACKUP_PATH, or set BACKUP_OVERWRITE=true to replace it"
+    ))
+}
+
 pub struct Storage {
     backend: Backend,
     pending: Mutex<Vec<Pending>>,
@@ -70,10 +91,10 @@ impl Storage {
     }
 
     /// Writes a small object in one request (manifests).
-    pub async fn put(&self, key: &str, body: Bytes) -> Result<(), Error> {
+    pub async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<(), Error> {
         match &self.backend {
-            Backend::S3(b) => b.put(key, body).await,
-            Backend::Local(b) => b.put(key, body).await,
+            Backend::S3(b) => b.put(key, body, mode).await,
+            Backend::Local(b) => b.put(key, body, mode).await,
         }
     }
 
@@ -107,11 +128,19 @@ impl Storage {
         }
     }
 
-    /// Starts an upload whose parts (all `part_size` bytes but the last) follow.
-    pub fn upload(&self, key: &str, part_size: u64, concurrency: usize) -> Upload<'_> {
+    /// Starts an upload whose parts (all `part_size` bytes but the last) follow. Nothing is
+    /// visible at `key` until it completes; with `WriteMode::Create` it completes only if
+    /// nothing is there by then.
+    pub fn upload(
+        &self,
+        key: &str,
+        part_size: u64,
+        concurrency: usize,
+        mode: WriteMode,
+    ) -> Upload<'_> {
         let state = match &self.backend {
-            Backend::S3(b) => UploadState::S3(b.upload(key, concurrency)),
-            Backend::Local(b) => UploadState::Local(b.upload(key)),
+            Backend::S3(b) => UploadState::S3(b.upload(key, concurrency, mode)),
+            Backend::Local(b) => UploadState::Local(b.upload(key, mode)),
         };
         Upload {
             storage: self,
@@ -122,37 +151,58 @@ impl Storage {
         }
     }
 
-    /// Aborts every upload still in progress. Called on every failure path.
-    pub async fn abort_pending(&self) {
+    /// Aborts every upload still in progress. Called on every failure path; gives up at
+    /// `deadline` (a stopping job has a grace period), logging what it could not abort.
+    pub async fn abort_pending(&self, deadline: Option<tokio::time::Instant>) {
         let pending: Vec<Pending> = std::mem::take(&mut *self.pending.lock().unwrap());
         for p in pending {
-            // The failure may be the store itself being briefly unreachable: retry for a while,
-            // since an upload left behind is billed until a lifecycle rule removes it.
-            let mut delay = std::time::Duration::from_millis(500);
-            for attempt in 1..=ABORT_ATTEMPTS {
-                let result = match (&self.backend, &p) {
-                    (Backend::S3(b), Pending::S3 { key, upload_id }) => {
-                        b.abort(key, upload_id).await
-                    }
-                    (Backend::Local(_), Pending::Local { partial }) => {
-                        local::remove_partial(partial).await
-                    }
-                    _ => Ok(()),
-                };
-                match result {
-                    Ok(()) => {
-                        tracing::info!(upload = ?p, "aborted the incomplete upload");
-                        break;
-                    }
-                    Err(e) if attempt == ABORT_ATTEMPTS => tracing::error!(
-                        upload = ?p,
-                        "could not abort the incomplete upload: {e}; a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes such leftovers"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(upload = ?p, attempt, "aborting the incomplete upload failed ({e}); retrying in {delay:?}");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
+            let aborted = match deadline {
+                Some(d) => tokio::time::timeout_at(d, self.abort_one(&p))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Storage(
+                            "no time left before the shutdown deadline".into(),
+                        ))
+                    }),
+                None => self.abort_one(&p).await,
+            };
+            match (aborted, &p) {
+                (Ok(()), _) => tracing::info!(upload = ?p, "aborted the incomplete upload"),
+                (Err(e), Pending::S3 { key, upload_id }) => tracing::error!(
+                    key,
+                    upload_id,
+                    "could not abort the incomplete multipart upload {upload_id} of {key}: {e}; abort it (aws s3api abort-multipart-upload), or let a bucket lifecycle rule (AbortIncompleteMultipartUpload) remove it"
+                ),
+                (Err(e), Pending::Local { partial }) => tracing::error!(
+                    partial = %partial.display(),
+                    "could not remove the incomplete file {}: {e}; delete it",
+                    partial.display()
+                ),
+            }
+        }
+    }
+
+    /// One abort, retried for a while: the failure may be the store itself being briefly
+    /// unreachable, and an upload left behind is billed until a lifecycle rule removes it.
+    async fn abort_one(&self, p: &Pending) -> Result<(), Error> {
+        let mut delay = std::time::Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let result = match (&self.backend, p) {
+                (Backend::S3(b), Pending::S3 { key, upload_id }) => b.abort(key, upload_id).await,
+                (Backend::Local(_), Pending::Local { partial }) => {
+                    local::remove_partial(partial).await
+                }
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt == ABORT_ATTEMPTS => return Err(e),
+                Err(e) => {
+                    tracing::warn!(upload = ?p, attempt, "aborting the incomplete upload failed ({e}); retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
                 }
             }
         }
@@ -228,16 +278,26 @@ impl Upload<'_> {
         }
     }
 
-    /// Sends the last (possibly short or empty) part and makes the object visible.
+    /// Sends the last (possibly short or empty) part, makes the object visible, and checks
+    /// that the store holds what was sent.
     pub async fn complete(mut self, last: Bytes) -> Result<u32, Error> {
         if !last.is_empty() || self.parts == 0 {
             self.parts += 1;
         }
         let finished = match self.state {
-            UploadState::S3(u) => u.complete(last).await?.map(|upload_id| Pending::S3 {
-                key: self.key.clone(),
-                upload_id,
-            }),
+            UploadState::S3(u) => {
+                let backend = match &self.storage.backend {
+                    Backend::S3(b) => b,
+                    Backend::Local(_) => unreachable!("an S3 upload on an S3 backend"),
+                };
+                u.complete(backend, last)
+                    .await?
+                    .finished
+                    .map(|upload_id| Pending::S3 {
+                        key: self.key.clone(),
+                        upload_id,
+                    })
+            }
             UploadState::Local(u) => u
                 .complete(last)
                 .await?

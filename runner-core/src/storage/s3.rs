@@ -10,9 +10,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
+use md5::{Digest, Md5};
 use tokio::task::JoinSet;
 
-use super::ObjectReader;
+use super::{exists_error, Committed, ObjectReader, WriteMode};
 use crate::config::{ChecksumMode, S3Config};
 use crate::error::Error;
 
@@ -104,20 +105,36 @@ impl S3Backend {
         }
     }
 
-    pub(super) async fn put(&self, key: &str, body: Bytes) -> Result<(), Error> {
-        self.client
+    /// Writes a small object in one request; with `WriteMode::Create`, only if nothing is at
+    /// `key` yet (`If-None-Match: *`, with a HEAD check first for stores that ignore it).
+    pub(super) async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<(), Error> {
+        if mode == WriteMode::Create && self.exists(key).await? {
+            return Err(exists_error(&self.describe(key)));
+        }
+        let digest = Md5::digest(&body);
+        let mut request = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_length(body.len() as i64)
+            .content_md5(base64_md5(&digest));
+        if mode == WriteMode::Create {
+            request = request.if_none_match("*");
+        }
+        request
             .body(ByteStream::from(body))
             .send()
             .await
             .map_err(|e| {
-                Error::storage(
-                    &format!("cannot write {}", self.describe(key)),
-                    describe_sdk_error(&e),
-                )
+                if is_precondition_failed(&e) {
+                    exists_error(&self.describe(key))
+                } else {
+                    Error::storage(
+                        &format!("cannot write {}", self.describe(key)),
+                        describe_sdk_error(&e),
+                    )
+                }
             })?;
         Ok(())
     }
@@ -207,17 +224,75 @@ impl S3Backend {
         Ok((Box::new(out.body.into_async_read()), size))
     }
 
-    pub(super) fn upload(&self, key: &str, concurrency: usize) -> MultipartUpload {
+    pub(super) fn upload(&self, key: &str, concurrency: usize, mode: WriteMode) -> MultipartUpload {
         MultipartUpload {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
             key: key.to_string(),
+            mode,
             upload_id: None,
             next_part: 1,
             max_in_flight: concurrency.max(1),
             in_flight: JoinSet::new(),
             done: Vec::new(),
+            sent: 0,
         }
+    }
+
+    /// Checks what the store holds at `key` after a write: its size, and its ETag against the
+    /// one computed from what was sent (the MD5 of a single-request object; for a multipart
+    /// object the MD5 of the parts' MD5s, dash, the number of parts). A mismatch means the store
+    /// received other bytes than were sent.
+    /// Returns the mismatch found, if any (an error is a check that could not be made).
+    async fn check_stored(
+        &self,
+        key: &str,
+        sent: u64,
+        expected_etag: &str,
+    ) -> Result<Option<String>, Error> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::storage(
+                    &format!("cannot check the stored object {}", self.describe(key)),
+                    describe_sdk_error(&e),
+                )
+            })?;
+        let size = head.content_length().unwrap_or(-1);
+        if size != sent as i64 {
+            return Ok(Some(format!(
+                "the store holds {size} bytes at {} but {sent} were sent; the object is not kept",
+                self.describe(key)
+            )));
+        }
+        let etag = head
+            .e_tag()
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_ascii_lowercase();
+        if etag == expected_etag {
+            return Ok(None);
+        }
+        let kms = head
+            .server_side_encryption()
+            .is_some_and(|s| s.as_str().starts_with("aws:kms"));
+        if kms || !looks_like_md5_etag(&etag) {
+            tracing::info!(
+                phase = "upload",
+                etag,
+                "the store's ETag is not an MD5 (server-side encryption with KMS, or a store that computes ETags its own way): the size was checked, and every part was sent with Content-MD5"
+            );
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "the store received other bytes than were sent to {} (ETag {etag}, expected {expected_etag}): a part was corrupted on the way; the object is not kept",
+            self.describe(key)
+        )))
     }
 
     /// Proves the credentials may write at `key` without leaving anything behind: starts a
@@ -269,11 +344,69 @@ pub(super) struct MultipartUpload {
     client: Client,
     bucket: String,
     key: String,
+    mode: WriteMode,
     upload_id: Option<String>,
     next_part: i32,
     max_in_flight: usize,
-    in_flight: JoinSet<Result<CompletedPart, Error>>,
-    done: Vec<CompletedPart>,
+    in_flight: JoinSet<Result<SentPart, Error>>,
+    done: Vec<SentPart>,
+    sent: u64,
+}
+
+struct SentPart {
+    part: CompletedPart,
+    md5: [u8; 16],
+}
+
+fn base64_md5(digest: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+/// The multipart ETag S3 computes: the MD5 of the concatenated part MD5s, dash, the part count.
+pub(super) fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
+    let mut all = Md5::new();
+    for m in part_md5s {
+        all.update(m);
+    }
+    format!("{}-{}", hex::encode(all.finalize()), part_md5s.len())
+}
+
+fn looks_like_md5_etag(etag: &str) -> bool {
+    let (hash, count) = match etag.split_once('-') {
+        Some((h, n)) => (h, Some(n)),
+        None => (etag, None),
+    };
+    hash.len() == 32
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        && count.is_none_or(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_precondition_failed<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    let code_is = |c: &str| match err {
+        SdkError::ServiceError(s) => s.err().code() == Some(c),
+        _ => false,
+    };
+    err.raw_response()
+        .is_some_and(|r| r.status().as_u16() == 412)
+        || code_is("PreconditionFailed")
+        || code_is("ConditionalRequestConflict")
+}
+
+/// Removes an object that was committed but does not hold what was sent; returns the error.
+async fn remove_bad_object(backend: &S3Backend, key: &str, mismatch: String) -> Error {
+    match backend.delete(key).await {
+        Ok(()) => {
+            tracing::warn!(object = %backend.describe(key), "removed the object the store got wrong")
+        }
+        Err(e) => {
+            tracing::error!(object = %backend.describe(key), "could not remove the object the store got wrong ({e}): delete it, it has no manifest")
+        }
+    }
+    Error::Storage(mismatch)
 }
 
 impl MultipartUpload {
@@ -311,6 +444,7 @@ impl MultipartUpload {
         }
         let number = self.next_part;
         self.next_part += 1;
+        self.sent += data.len() as u64;
         let request = self
             .client
             .upload_part()
@@ -318,19 +452,28 @@ impl MultipartUpload {
             .key(&self.key)
             .upload_id(self.upload_id.clone().unwrap_or_default())
             .part_number(number)
-            .content_length(data.len() as i64)
-            .body(ByteStream::from(data));
+            .content_length(data.len() as i64);
         self.in_flight.spawn(async move {
-            let out = request.send().await.map_err(|e| {
-                Error::storage(
-                    &format!("upload of part {number} failed"),
-                    describe_sdk_error(&e),
-                )
-            })?;
-            Ok(CompletedPart::builder()
-                .set_e_tag(out.e_tag().map(str::to_string))
-                .part_number(number)
-                .build())
+            // The store checks each part against its Content-MD5 and refuses a damaged one.
+            let md5: [u8; 16] = Md5::digest(&data).into();
+            let out = request
+                .content_md5(base64_md5(&md5))
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::storage(
+                        &format!("upload of part {number} failed"),
+                        describe_sdk_error(&e),
+                    )
+                })?;
+            Ok(SentPart {
+                part: CompletedPart::builder()
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .part_number(number)
+                    .build(),
+                md5,
+            })
         });
         Ok(created)
     }
@@ -355,26 +498,22 @@ impl MultipartUpload {
     }
 
     /// Sends the last part and completes; an object smaller than one part is sent in a single
-    /// request. Returns the upload id that is now finished, if any.
-    pub(super) async fn complete(mut self, last: Bytes) -> Result<Option<String>, Error> {
+    /// request. Then checks what the store holds against what was sent. Returns the upload id
+    /// that is now finished, if any.
+    pub(super) async fn complete(
+        mut self,
+        backend: &S3Backend,
+        last: Bytes,
+    ) -> Result<Committed, Error> {
+        let location = format!("s3://{}/{}", self.bucket, self.key);
         if self.upload_id.is_none() {
-            let len = last.len() as i64;
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .content_type("application/octet-stream")
-                .content_length(len)
-                .body(ByteStream::from(last))
-                .send()
-                .await
-                .map_err(|e| {
-                    Error::storage(
-                        &format!("cannot write s3://{}/{}", self.bucket, self.key),
-                        describe_sdk_error(&e),
-                    )
-                })?;
-            return Ok(None);
+            let len = last.len() as u64;
+            let etag = hex::encode(Md5::digest(&last));
+            backend.put(&self.key, last, self.mode).await?;
+            if let Some(mismatch) = backend.check_stored(&self.key, len, &etag).await? {
+                return Err(remove_bad_object(backend, &self.key, mismatch).await);
+            }
+            return Ok(Committed { finished: None });
         }
         if !last.is_empty() {
             self.part(last).await?;
@@ -382,29 +521,70 @@ impl MultipartUpload {
         while !self.in_flight.is_empty() {
             self.join_one().await?;
         }
-        self.done.sort_by_key(|p| p.part_number());
+        self.done.sort_by_key(|p| p.part.part_number());
+        let expected = multipart_etag(&self.done.iter().map(|p| p.md5).collect::<Vec<_>>());
         let upload_id = self.upload_id.clone().unwrap_or_default();
-        self.client
+        if self.mode == WriteMode::Create && backend.exists(&self.key).await? {
+            return Err(exists_error(&location));
+        }
+        let parts = self.done.drain(..).map(|p| p.part).collect();
+        let mut request = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
             .upload_id(&upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(std::mem::take(&mut self.done)))
+                    .set_parts(Some(parts))
                     .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| {
+            );
+        if self.mode == WriteMode::Create {
+            // Atomic where the store supports it: a job that wrote the key since the check above
+            // makes this one fail instead of replacing its backup.
+            request = request.if_none_match("*");
+        }
+        request.send().await.map_err(|e| {
+            if is_precondition_failed(&e) {
+                exists_error(&location)
+            } else {
                 Error::storage(
-                    &format!(
-                        "cannot complete the upload of s3://{}/{}",
-                        self.bucket, self.key
-                    ),
+                    &format!("cannot complete the upload of {location}"),
                     describe_sdk_error(&e),
                 )
-            })?;
-        Ok(Some(upload_id))
+            }
+        })?;
+        if let Some(mismatch) = backend
+            .check_stored(&self.key, self.sent, &expected)
+            .await?
+        {
+            return Err(remove_bad_object(backend, &self.key, mismatch).await);
+        }
+        Ok(Committed {
+            finished: Some(upload_id),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_etag_is_the_md5_of_the_part_md5s() {
+        // Two parts "a" and "b": md5(md5("a") ‖ md5("b"))-2, as S3 computes it.
+        let a: [u8; 16] = Md5::digest(b"a").into();
+        let b: [u8; 16] = Md5::digest(b"b").into();
+        let mut both = Vec::new();
+        both.extend_from_slice(&a);
+        both.extend_from_slice(&b);
+        assert_eq!(
+            multipart_etag(&[a, b]),
+            format!("{}-2", hex::encode(Md5::digest(&both)))
+        );
+        assert!(looks_like_md5_etag(&multipart_etag(&[a, b])));
+        assert!(looks_like_md5_etag("0cc175b9c0f1b6a831c399e269772661"));
+        assert!(!looks_like_md5_etag("not-an-md5"));
+        assert!(!looks_like_md5_etag("0cc175b9c0f1b6a831c399e269772661-"));
     }
 }

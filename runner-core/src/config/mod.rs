@@ -1,15 +1,26 @@
 //! The job's configuration: Plan B's variables unchanged, plus `DATABASE_URL`, `*_FILE` secrets,
 //! local storage, compression and S3-compatibility settings. Parsed once, validated before
 //! anything connects.
+//!
+//! The types live here; `url` reads `DATABASE_URL`, `db` the connection settings, `storage`
+//! where backups go, and `names` lists the variables read only in some configurations.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use url::Url;
+use ::url::Url;
 
 use crate::engine::EngineInfo;
 use crate::env::EnvReader;
 use crate::secret::Secret;
+
+mod db;
+mod names;
+mod storage;
+mod url;
+
+pub use names::CONDITIONALLY_READ;
+pub use storage::{HostInfo, DEFAULT_LOCAL_DIR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -51,6 +62,15 @@ pub struct Config {
     /// `STRICT_FIDELITY`: a backup that cannot be restored exactly (a loss the engine names
     /// before the dump) fails instead of warning.
     pub strict_fidelity: bool,
+    /// `BACKUP_OVERWRITE`: a backup may replace an existing backup at the same key. Off by
+    /// default: an existing backup is kept and the new one fails.
+    pub overwrite: bool,
+    /// `DUMP_STALL_TIMEOUT_SECS`: how long the dump (or restore) may make no progress before the
+    /// job is stopped as stalled; `None` (`0`) never stops it. Default 10 minutes.
+    pub stall_timeout: Option<Duration>,
+    /// `STORAGE_LOCAL_ALLOW_EPHEMERAL`: a backup to local storage may go to a directory on a
+    /// container's own filesystem (lost with the container). Off by default: refused.
+    pub allow_ephemeral_local: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +82,9 @@ pub struct DbConfig {
     pub password: Option<Secret>,
     pub tls: TlsConfig,
     pub connect_timeout_secs: u32,
+    /// How long a dump tool may wait for a lock before failing, where the tool can be told
+    /// (`pg_dump --lock-wait-timeout`): the stall timeout, `DUMP_STALL_TIMEOUT_SECS`.
+    pub lock_wait_timeout: Option<Duration>,
 }
 
 /// TLS settings in libpq's vocabulary; engines translate them to their tools' options.
@@ -150,35 +173,40 @@ pub struct CallbackConfig {
 
 pub const MIN_PART_SIZE_MB: u64 = 5;
 pub const MAX_PART_SIZE_MB: u64 = 5 * 1024;
-const S3_FLAVORS: &[&str] = &[
-    "s3",
-    "s3-compatible",
-    "minio",
-    "r2",
-    "gcs",
-    "spaces",
-    "wasabi",
-    "b2",
-    "oci",
-    "ceph",
-    "garage",
-];
-const LOCAL_FLAVORS: &[&str] = &["local", "file", "filesystem"];
+/// The longest `DUMP_STALL_TIMEOUT_SECS` accepted, and its default.
+pub const MAX_STALL_TIMEOUT_SECS: u64 = 86400;
+pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 600;
 
 impl Config {
     /// Reads the whole configuration; problems are recorded in `env`, and `None` is returned when
-    /// there is at least one.
+    /// there is at least one. The machine is inspected (container, mounts) only when a backup goes
+    /// to local storage.
     pub fn read(env: &mut EnvReader<'_>, engine: &EngineInfo) -> Option<Config> {
+        Self::read_on(env, engine, &HostInfo::detect)
+    }
+
+    /// [`Config::read`] with the machine described by `host` (called at most once, and only when
+    /// a backup goes to local storage).
+    pub fn read_on(
+        env: &mut EnvReader<'_>,
+        engine: &EngineInfo,
+        host: &dyn Fn(&EnvReader<'_>) -> HostInfo,
+    ) -> Option<Config> {
         let operation = read_operation(env);
         check_engine(env, engine);
         let job_id = env.string("JOB_ID").unwrap_or_else(generated_job_id);
         let verify_restore = env.bool("VERIFY_RESTORE").unwrap_or(false);
         let verify_first = env.bool("RESTORE_VERIFY_FIRST");
         let strict_fidelity = env.bool("STRICT_FIDELITY").unwrap_or(false);
+        let overwrite = env.bool("BACKUP_OVERWRITE").unwrap_or(false);
+        let stall_timeout = read_stall_timeout(env);
         // A plain verify reads storage only: the database settings are optional.
         let db_required = operation != Some(Operation::Verify) || verify_restore;
-        let db = read_db(env, engine, db_required);
-        let storage = read_storage(env);
+        let db = db::read_db(env, engine, db_required);
+        let allow_ephemeral_local = env.bool("STORAGE_LOCAL_ALLOW_EPHEMERAL").unwrap_or(false);
+        let check_local =
+            (operation == Some(Operation::Backup) && !allow_ephemeral_local).then_some(host);
+        let storage = storage::read_storage(env, check_local);
         let backup_path = read_backup_path(env);
         if let Some(op @ (Operation::Restore | Operation::Verify)) = operation {
             if backup_path.is_none() {
@@ -212,10 +240,12 @@ impl Config {
         if env.has_problems() {
             return None;
         }
+        let mut db = db?;
+        db.lock_wait_timeout = stall_timeout;
         Some(Config {
             operation: operation?,
             job_id,
-            db: db?,
+            db,
             storage: storage?,
             backup_path,
             key_prefix,
@@ -226,8 +256,23 @@ impl Config {
             verify_restore,
             verify_first,
             strict_fidelity,
+            overwrite,
+            stall_timeout,
+            allow_ephemeral_local,
         })
     }
+}
+
+fn read_stall_timeout(env: &mut EnvReader<'_>) -> Option<Duration> {
+    let secs = env
+        .int_in::<u64>(
+            "DUMP_STALL_TIMEOUT_SECS",
+            0,
+            MAX_STALL_TIMEOUT_SECS,
+            "seconds without progress before a stalled dump or restore is stopped (0 never stops it)",
+        )
+        .unwrap_or(DEFAULT_STALL_TIMEOUT_SECS);
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 fn generated_job_id() -> String {
@@ -266,305 +311,6 @@ fn check_engine(env: &mut EnvReader<'_>, engine: &EngineInfo) {
             );
         }
     }
-}
-
-/// Connection fields from `DATABASE_URL`, percent-decoded.
-#[derive(Default)]
-struct UrlParts {
-    host: Option<String>,
-    port: Option<u16>,
-    name: Option<String>,
-    user: Option<String>,
-    password: Option<Secret>,
-    tls: TlsConfig,
-}
-
-fn read_database_url(env: &mut EnvReader<'_>, engine: &EngineInfo) -> UrlParts {
-    let Some(raw) = env.secret("DATABASE_URL") else {
-        return UrlParts::default();
-    };
-    let what = format!(
-        "a URL like {}://user:password@host:{}/dbname",
-        engine.url_schemes[0], engine.default_port
-    );
-    let url = match Url::parse(raw.expose()) {
-        Ok(url) => url,
-        Err(e) => {
-            env.problem(
-                "DATABASE_URL",
-                format!("is not a valid URL ({e}): expected {what}"),
-            );
-            return UrlParts::default();
-        }
-    };
-    if !engine.url_schemes.contains(&url.scheme()) {
-        env.problem(
-            "DATABASE_URL",
-            format!(
-                "scheme {:?} is not for this engine: use {} ({what})",
-                url.scheme(),
-                engine.url_schemes.join(" or ")
-            ),
-        );
-        return UrlParts::default();
-    }
-    let decode = |s: &str| percent_decode(s).unwrap_or_else(|| s.to_string());
-    let mut parts = UrlParts {
-        host: url
-            .host_str()
-            .map(|h| h.trim_matches(['[', ']']).to_string()),
-        port: url.port(),
-        name: Some(decode(url.path().trim_start_matches('/'))).filter(|s| !s.is_empty()),
-        user: Some(decode(url.username())).filter(|s| !s.is_empty()),
-        password: url.password().map(|p| Secret::new(decode(p))),
-        tls: TlsConfig::default(),
-    };
-    if engine.tls_url_schemes.contains(&url.scheme()) {
-        parts.tls.mode = Some("require".into());
-    }
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "sslmode" | "ssl-mode" | "ssl_mode" => parts.tls.mode = Some(v.to_ascii_lowercase()),
-            "sslrootcert" | "ssl-ca" => parts.tls.root_cert = Some(PathBuf::from(v.as_ref())),
-            "sslcert" | "ssl-cert" => parts.tls.cert = Some(PathBuf::from(v.as_ref())),
-            "sslkey" | "ssl-key" => parts.tls.key = Some(PathBuf::from(v.as_ref())),
-            "connect_timeout" => {}
-            other => env.problem(
-                "DATABASE_URL",
-                format!(
-                    "query parameter {other:?} is not supported: use sslmode, sslrootcert, \
-                     sslcert, sslkey or connect_timeout"
-                ),
-            ),
-        }
-    }
-    parts
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// A field given both in `DATABASE_URL` and in its own variable is ambiguous.
-fn merge<T>(
-    env: &mut EnvReader<'_>,
-    var: &str,
-    from_url: Option<T>,
-    direct: Option<T>,
-) -> Option<T> {
-    match (from_url, direct) {
-        (Some(_), Some(d)) => {
-            env.problem(
-                var,
-                "is also given in DATABASE_URL: set it in one place only",
-            );
-            Some(d)
-        }
-        (u, d) => d.or(u),
-    }
-}
-
-fn read_db(env: &mut EnvReader<'_>, engine: &EngineInfo, required: bool) -> Option<DbConfig> {
-    let from_url = read_database_url(env, engine);
-    let host = env.string("DB_HOST");
-    let host = merge(env, "DB_HOST", from_url.host, host);
-    let port = env.int_in::<u16>("DB_PORT", 1, 65535, "the database port");
-    let port = merge(env, "DB_PORT", from_url.port, port).unwrap_or(engine.default_port);
-    let name = env.string("DB_NAME");
-    let name = merge(env, "DB_NAME", from_url.name, name)
-        .or_else(|| engine.default_database.map(str::to_string));
-    let user = env.string("DB_USERNAME");
-    let user = merge(env, "DB_USERNAME", from_url.user, user)
-        .unwrap_or_else(|| engine.default_user.to_string());
-    let password = env.secret("DB_PASSWORD");
-    let password = merge(env, "DB_PASSWORD", from_url.password, password);
-
-    let mut tls = from_url.tls;
-    if let Some(mode) = env.choice("DB_SSL_MODE", TLS_MODES) {
-        tls.mode = Some(mode);
-    } else if let Some(mode) = &tls.mode {
-        if !TLS_MODES.contains(&mode.as_str()) {
-            env.problem(
-                "DATABASE_URL",
-                format!(
-                    "sslmode {mode:?} is not supported: use one of {}",
-                    TLS_MODES.join(", ")
-                ),
-            );
-        }
-    }
-    for (var, slot) in [
-        ("DB_SSL_ROOT_CERT", &mut tls.root_cert),
-        ("DB_SSL_CERT", &mut tls.cert),
-        ("DB_SSL_KEY", &mut tls.key),
-    ] {
-        if let Some(path) = env.string(var) {
-            *slot = Some(PathBuf::from(path));
-        }
-    }
-    let connect_timeout_secs = env
-        .int_in::<u32>("DB_CONNECT_TIMEOUT_SECS", 1, 3600, "seconds")
-        .unwrap_or(30);
-
-    let (host, name) = match (required, host, name) {
-        (false, host, name) => (host.or(Some(String::new())), name.or(Some(String::new()))),
-        (true, host, name) => (host, name),
-    };
-    if host.is_none() {
-        env.problem(
-            "DB_HOST",
-            "is required: set DB_HOST (or DATABASE_URL) to the database server's host name",
-        );
-    }
-    if name.is_none() {
-        env.problem(
-            "DB_NAME",
-            "is required: set DB_NAME (or the path of DATABASE_URL) to the database to back up or restore into",
-        );
-    }
-    Some(DbConfig {
-        host: host?,
-        port,
-        name: name?,
-        user,
-        password,
-        tls,
-        connect_timeout_secs,
-    })
-}
-
-fn read_storage(env: &mut EnvReader<'_>) -> Option<StorageConfig> {
-    let mut accepted: Vec<&str> = LOCAL_FLAVORS.to_vec();
-    accepted.extend_from_slice(S3_FLAVORS);
-    let flavor = match env.choice("STORAGE_TYPE", &accepted) {
-        Some(f) => f,
-        None if env.is_set("STORAGE_TYPE") => return None,
-        // The embedded default: a local directory, unless a bucket says otherwise.
-        None if env.is_set("STORAGE_BUCKET") => "s3".to_string(),
-        None => "local".to_string(),
-    };
-    if LOCAL_FLAVORS.contains(&flavor.as_str()) {
-        let dir = env
-            .string("STORAGE_LOCAL_DIR")
-            .unwrap_or_else(|| "./backups".to_string());
-        return Some(StorageConfig::Local { dir: dir.into() });
-    }
-
-    let endpoint = env
-        .string("STORAGE_ENDPOINT")
-        .or_else(|| (flavor == "gcs").then(|| "https://storage.googleapis.com".to_string()));
-    match &endpoint {
-        Some(e) => match Url::parse(e) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => env.problem(
-                "STORAGE_ENDPOINT",
-                format!("{e:?} is not an http(s) URL: expected e.g. https://s3.example.com:9000"),
-            ),
-        },
-        None if flavor != "s3" => env.problem(
-            "STORAGE_ENDPOINT",
-            format!("is required for STORAGE_TYPE={flavor}: set the store's S3 API URL"),
-        ),
-        None => {}
-    }
-    let bucket = env.required("STORAGE_BUCKET", "the bucket to store backups in");
-    if let Some(b) = &bucket {
-        if b.contains('/') || b.len() < 3 || b.len() > 63 {
-            env.problem(
-                "STORAGE_BUCKET",
-                format!("{b:?} is not a bucket name (3–63 characters, no '/'): put path prefixes in STORAGE_PREFIX"),
-            );
-        }
-    }
-    let region = env
-        .string("STORAGE_REGION")
-        .unwrap_or_else(|| if flavor == "r2" { "auto" } else { "us-east-1" }.to_string());
-    let key_id = env.secret("STORAGE_ACCESS_KEY_ID");
-    let secret = env.secret("STORAGE_SECRET_ACCESS_KEY");
-    let credentials = match (key_id, secret) {
-        (Some(k), Some(s)) => Some((k, s)),
-        (None, None) => None,
-        (Some(_), None) => {
-            env.problem(
-                "STORAGE_SECRET_ACCESS_KEY",
-                "is missing while STORAGE_ACCESS_KEY_ID is set: set both, or neither to use the default credential chain",
-            );
-            None
-        }
-        (None, Some(_)) => {
-            env.problem(
-                "STORAGE_ACCESS_KEY_ID",
-                "is missing while STORAGE_SECRET_ACCESS_KEY is set: set both, or neither to use the default credential chain",
-            );
-            None
-        }
-    };
-    let custom_endpoint = endpoint.is_some();
-    let force_path_style = env
-        .bool("STORAGE_FORCE_PATH_STYLE")
-        .unwrap_or(custom_endpoint);
-    let checksum = match env
-        .choice(
-            "STORAGE_CHECKSUM_MODE",
-            &["when_required", "when_supported"],
-        )
-        .as_deref()
-    {
-        Some("when_required") => ChecksumMode::WhenRequired,
-        Some(_) => ChecksumMode::WhenSupported,
-        None if custom_endpoint => ChecksumMode::WhenRequired,
-        None => ChecksumMode::WhenSupported,
-    };
-    let part_size = env
-        .int_in::<u64>(
-            "STORAGE_PART_SIZE_MB",
-            MIN_PART_SIZE_MB,
-            MAX_PART_SIZE_MB,
-            "the multipart part size in MiB",
-        )
-        .map(|mb| mb * 1024 * 1024);
-    let concurrency = env
-        .int_in::<usize>(
-            "STORAGE_UPLOAD_CONCURRENCY",
-            1,
-            16,
-            "parts uploaded at once",
-        )
-        .unwrap_or(3);
-    let request_timeout = Duration::from_secs(
-        env.int_in::<u64>(
-            "STORAGE_TIMEOUT_SECS",
-            1,
-            86400,
-            "seconds one storage request may take",
-        )
-        .unwrap_or(300),
-    );
-    Some(StorageConfig::S3(S3Config {
-        flavor,
-        endpoint,
-        bucket: bucket?,
-        region,
-        credentials,
-        force_path_style,
-        checksum,
-        part_size,
-        concurrency,
-        request_timeout,
-    }))
 }
 
 fn read_backup_path(env: &mut EnvReader<'_>) -> Option<String> {
@@ -654,21 +400,40 @@ pub(crate) fn read_callback(env: &mut EnvReader<'_>) -> Result<Option<CallbackCo
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod testutil {
     use super::*;
     use crate::engine::EXAMPLE_ENGINE as TEST_ENGINE;
+    use crate::env::ConfigError;
     use std::collections::HashMap;
 
-    fn load(vars: &[(&str, &str)]) -> Result<Config, crate::env::ConfigError> {
+    /// Variables for a test case.
+    pub type Vars<'a> = Vec<(&'a str, &'a str)>;
+    pub type VarSlice<'a> = &'a [(&'a str, &'a str)];
+
+    /// The configuration for `vars`, read on `host`.
+    pub fn load_on(vars: &[(&str, &str)], host: HostInfo) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut env = EnvReader::new(move |k| map.get(k).cloned());
-        let cfg = Config::read(&mut env, &TEST_ENGINE);
+        let cfg = Config::read_on(&mut env, &TEST_ENGINE, &|_| host.clone());
         env.finish()?;
         Ok(cfg.expect("no problems means a config"))
     }
+
+    /// The configuration for `vars`, read outside any container.
+    pub fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        load_on(vars, HostInfo::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use crate::engine::EXAMPLE_ENGINE as TEST_ENGINE;
+    use std::collections::HashMap;
 
     fn plan_b() -> Vec<(&'static str, &'static str)> {
         vec![
@@ -862,5 +627,169 @@ mod tests {
                 "STORAGE_PART_SIZE_MB"
             ]
         );
+    }
+
+    #[test]
+    fn new_job_settings() {
+        let base = [("DB_HOST", "h"), ("DB_NAME", "d")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            load(&vars)
+        };
+        let cfg = with(&[]).unwrap();
+        assert!(!cfg.overwrite);
+        assert_eq!(cfg.stall_timeout, Some(Duration::from_secs(600)));
+        assert!(!cfg.allow_ephemeral_local);
+
+        // (variables, overwrite, stall timeout in seconds, ephemeral local storage allowed)
+        let accepted: &[(VarSlice, bool, Option<u64>, bool)] = &[
+            (&[("BACKUP_OVERWRITE", "true")], true, Some(600), false),
+            (&[("BACKUP_OVERWRITE", "off")], false, Some(600), false),
+            (&[("DUMP_STALL_TIMEOUT_SECS", "0")], false, None, false),
+            (&[("DUMP_STALL_TIMEOUT_SECS", "1")], false, Some(1), false),
+            (
+                &[("DUMP_STALL_TIMEOUT_SECS", "86400")],
+                false,
+                Some(86400),
+                false,
+            ),
+            (
+                &[("STORAGE_LOCAL_ALLOW_EPHEMERAL", "yes")],
+                false,
+                Some(600),
+                true,
+            ),
+        ];
+        for (extra, overwrite, stall, ephemeral) in accepted {
+            let cfg = with(extra).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+            assert_eq!(cfg.overwrite, *overwrite, "{extra:?}");
+            assert_eq!(
+                cfg.stall_timeout,
+                stall.map(Duration::from_secs),
+                "{extra:?}"
+            );
+            assert_eq!(cfg.allow_ephemeral_local, *ephemeral, "{extra:?}");
+        }
+
+        let refused_values: &[(&str, &str, &str)] = &[
+            ("BACKUP_OVERWRITE", "sometimes", "is not a boolean"),
+            ("DUMP_STALL_TIMEOUT_SECS", "86401", "out of range"),
+            ("DUMP_STALL_TIMEOUT_SECS", "-1", "is not valid"),
+            ("DUMP_STALL_TIMEOUT_SECS", "10m", "is not valid"),
+            ("STORAGE_LOCAL_ALLOW_EPHEMERAL", "maybe", "is not a boolean"),
+        ];
+        for (var, value, expected) in refused_values {
+            let err = with(&[(var, value)]).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{err}");
+            assert_eq!(err.problems[0].var, *var);
+            assert!(err.problems[0].message.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn control_characters_in_tool_values_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw_file = dir.path().join("pw");
+        std::fs::write(&pw_file, "file-pw\thidden2\n").unwrap();
+        let pw_file = pw_file.to_str().unwrap();
+        let base = [("DB_HOST", "h"), ("DB_NAME", "d")];
+        // (extra variables, the variable named, a word the message must hold)
+        let cases: &[(VarSlice, &str, &str)] = &[
+            (&[("DB_HOST", "db\nevil")], "DB_HOST", "line feed"),
+            (&[("DB_USERNAME", "app\tuser")], "DB_USERNAME", "tab"),
+            (&[("DB_NAME", "app\x7f")], "DB_NAME", "0x7F"),
+            (&[("DB_NAME", "app\rdb")], "DB_NAME", "carriage return"),
+            (
+                &[("DB_SSL_ROOT_CERT", "/ca\n.pem")],
+                "DB_SSL_ROOT_CERT",
+                "line feed",
+            ),
+            (&[("DB_SSL_CERT", "/c\x1b.pem")], "DB_SSL_CERT", "escape"),
+            (&[("DB_SSL_KEY", "/k\0.pem")], "DB_SSL_KEY", "NUL"),
+            (
+                &[("DB_PASSWORD", "direct-pw\nhidden1")],
+                "DB_PASSWORD",
+                "line feed",
+            ),
+            (&[("DB_PASSWORD_FILE", pw_file)], "DB_PASSWORD_FILE", "tab"),
+        ];
+        for (extra, var, word) in cases {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            let err = load(&vars).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{extra:?}: {err}");
+            assert_eq!(err.problems[0].var, *var, "{err}");
+            let text = err.to_string();
+            assert!(text.contains("control character"), "{text}");
+            assert!(text.contains(word), "{word}: {text}");
+            for value in ["evil", "app\\t", "hidden", ".pem", "direct-pw", "file-pw"] {
+                assert!(!text.contains(value), "value shown: {text}");
+            }
+        }
+        // Surrounding blanks of ordinary variables are trimmed, as before.
+        let cfg = load(&[("DB_HOST", " h\n"), ("DB_NAME", "\td ")]).unwrap();
+        assert_eq!((cfg.db.host.as_str(), cfg.db.name.as_str()), ("h", "d"));
+    }
+
+    #[test]
+    fn database_names_that_look_like_options_are_refused() {
+        for (vars, expected) in [
+            (vec![("DB_HOST", "h"), ("DB_NAME", "-x")], "DB_NAME"),
+            (vec![("DB_HOST", "h"), ("DB_NAME", "--help")], "DB_NAME"),
+            (vec![("DB_HOST", "h"), ("DB_NAME", " -n")], "DB_NAME"),
+            (vec![("DATABASE_URL", "postgres://u@h/-x")], "DATABASE_URL"),
+            (
+                vec![("DATABASE_URL", "postgres://u@h/%2Dx")],
+                "DATABASE_URL",
+            ),
+        ] {
+            let err = load(&vars).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{vars:?}: {err}");
+            assert_eq!(err.problems[0].var, expected);
+            assert!(err.problems[0].message.contains("starts with '-'"), "{err}");
+            assert!(err.problems[0].message.contains("option"), "{err}");
+        }
+        for name in ["a-b", "x-", "app_db"] {
+            let cfg = load(&[("DB_HOST", "h"), ("DB_NAME", name)]).unwrap();
+            assert_eq!(cfg.db.name, name);
+        }
+    }
+
+    #[test]
+    fn every_variable_read_is_in_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, "x-secret").unwrap();
+        let secret = secret.to_str().unwrap();
+        let configs: &[&[(&str, &str)]] = &[
+            &[],
+            &[("STORAGE_TYPE", "nonsense"), ("COMPRESSION", "none")],
+            &[("OPERATION_TYPE", "restore"), ("STORAGE_TYPE", "local")],
+            &[
+                ("STORAGE_BUCKET", "b"),
+                ("STORAGE_ACCESS_KEY_ID_FILE", secret),
+                ("STORAGE_SECRET_ACCESS_KEY_FILE", secret),
+                ("CALLBACK_URL", "https://cp/cb"),
+                ("OPERATION_TYPE", "verify"),
+            ],
+        ];
+        for vars in configs {
+            let map: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let mut env = EnvReader::new(move |k| map.get(k).cloned());
+            Config::read_on(&mut env, &TEST_ENGINE, &|_| HostInfo {
+                in_container: true,
+                mountinfo: Some(String::new()),
+            });
+            for name in env.names_read() {
+                assert!(
+                    CONDITIONALLY_READ.contains(&name.as_str()),
+                    "{name} is read but not in CONDITIONALLY_READ"
+                );
+            }
+        }
     }
 }

@@ -39,7 +39,7 @@ pub struct EngineInfo {
 impl EngineInfo {
     /// The image users should run for a given server major version.
     pub fn image_for(&self, major: &str) -> String {
-        format!("backup-runner-{}:{major}", self.name)
+        crate::checks::image_name(self.name, major)
     }
 }
 
@@ -119,6 +119,16 @@ pub struct DumpFormat {
 
 pub trait Engine: Sized + Send + Sync + 'static {
     fn info() -> &'static EngineInfo;
+
+    /// How many numbers of a version make the release an image is built for: 1 for
+    /// PostgreSQL (`17`), 2 for MySQL and Redis (`11.8`). Used by [`crate::checks`].
+    const RELEASE_PARTS: usize = 1;
+
+    /// Whether this engine restores backups in `format` (a manifest's `format`); by default
+    /// only its own [`EngineInfo::format`].
+    fn accepts_format(format: &str) -> bool {
+        format == Self::info().format
+    }
 
     /// Engine-specific settings, read together with the core config so every problem is
     /// reported at once.

@@ -215,6 +215,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             op
         };
         let mut server = engine.preflight(&cfg.db, restore_op).await?;
+        crate::checks::check_built_for::<E>(&server)?;
         if op == Operation::Backup && !server.losses.is_empty() {
             if cfg.strict_fidelity {
                 return Err(Error::Loss(server.losses.join("; ")));

@@ -51,7 +51,7 @@ impl Flavor {
 
     /// The image for a server of this flavor and version.
     pub fn image_for(self, version: (u32, u32)) -> String {
-        format!("backup-runner-{}:{}.{}", self.name(), version.0, version.1)
+        runner_core::checks::image_name(self.name(), &format!("{}.{}", version.0, version.1))
     }
 }
 

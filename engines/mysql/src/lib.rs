@@ -323,6 +323,9 @@ impl Engine for Mysql {
         INFO.get_or_init(|| info_for(Flavor::of_this_build()))
     }
 
+    /// An image is built for a minor release (`11.8`, `9.7`).
+    const RELEASE_PARTS: usize = 2;
+
     fn from_env(env: &mut EnvReader<'_>) -> Self {
         Mysql {
             flavor: Flavor::of_this_build(),
@@ -340,15 +343,6 @@ impl Engine for Mysql {
     async fn preflight(&self, db: &DbConfig, operation: Operation) -> Result<ServerInfo, Error> {
         let client = self.client_version().await?;
         let client_mm = major_minor(&client).unwrap_or((0, 0));
-        if let Some(built) = Self::info().built_for {
-            if major_minor(built) != Some(client_mm) {
-                return Err(Error::Incompatible(format!(
-                    "this image was built for {} {built} but its {} is {client}: rebuild the image",
-                    self.flavor,
-                    self.flavor.dump_tool()
-                )));
-            }
-        }
         // Flavor and version first, from the handshake: no login needed to tell a wrong image.
         let version = handshake::server_version(
             &db.host,
@@ -488,13 +482,6 @@ impl Engine for Mysql {
         server: &ServerInfo,
         manifest: &Manifest,
     ) -> Result<(), Error> {
-        let info = Self::info();
-        if manifest.format != info.format {
-            return Err(Error::Incompatible(format!(
-                "the backup's format is {:?}, not {:?}: it was not made by this runner's MySQL engine",
-                manifest.format, info.format
-            )));
-        }
         let backup_flavor = Flavor::of_server(&manifest.server_version);
         let target_flavor = Flavor::of_server(&server.server_version);
         if backup_flavor != target_flavor {

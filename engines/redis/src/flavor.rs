@@ -34,11 +34,9 @@ impl Flavor {
     }
 
     pub fn image_for(self, version: &Version) -> String {
-        format!(
-            "backup-runner-{}:{}.{}",
-            self.name().to_ascii_lowercase(),
-            version.major,
-            version.minor
+        runner_core::checks::image_name(
+            self.name(),
+            &format!("{}.{}", version.major, version.minor),
         )
     }
 }

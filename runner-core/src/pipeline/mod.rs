@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 pub use backup::backup;
 pub use restore::{restore, RestoreOutcome};
-pub use verify::{check_engine, read_manifest, verify_object};
+pub use verify::{read_manifest, verify_object};
 
 /// The S3 limit on parts per upload.
 pub const MAX_PARTS: u64 = 10_000;
@@ -171,7 +171,10 @@ mod tests {
         }
         assert_eq!(choose_part_size(Some(5 << 20), Some(1024 * GIB)), 5 << 20);
         // Past 11 TiB or so, parts stop at the 5 GiB limit.
-        assert_eq!(choose_part_size(None, Some(100 * 1024 * GIB)), MAX_PART_SIZE);
+        assert_eq!(
+            choose_part_size(None, Some(100 * 1024 * GIB)),
+            MAX_PART_SIZE
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 
-use super::verify::{check_engine, check_size, read_manifest, verify_object};
+use super::verify::{check_size, read_manifest, verify_object};
 use super::Progress;
 use crate::codec::{Decoder, Metered};
 use crate::config::Config;
@@ -30,13 +30,12 @@ pub async fn restore<E: Engine>(
     progress: &Progress,
     verify_first: bool,
 ) -> Result<RestoreOutcome, Error> {
-    let info = E::info();
     let key = cfg
         .backup_path
         .as_deref()
         .ok_or_else(|| Error::Internal("restore without BACKUP_PATH".into()))?;
     let manifest = read_manifest(storage, key).await?;
-    check_engine(storage, key, &manifest, info)?;
+    crate::checks::check_backup::<E>(&storage.describe(key), &manifest)?;
     tracing::info!(
         phase = "restore",
         object = %storage.describe(key),

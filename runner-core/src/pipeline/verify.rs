@@ -5,7 +5,6 @@ use tokio::io::BufReader;
 
 use super::Progress;
 use crate::codec::{Decoder, Metered};
-use crate::engine::EngineInfo;
 use crate::error::Error;
 use crate::manifest::{manifest_key, Manifest};
 use crate::storage::Storage;
@@ -30,24 +29,6 @@ pub async fn read_manifest(storage: &Storage, key: &str) -> Result<Manifest, Err
     };
     Manifest::from_json(&bytes)
         .map_err(|e| Error::Integrity(format!("{}: {e}", storage.describe(&mkey))))
-}
-
-/// Refuses a backup made by another engine.
-pub fn check_engine(
-    storage: &Storage,
-    key: &str,
-    manifest: &Manifest,
-    info: &EngineInfo,
-) -> Result<(), Error> {
-    if manifest.engine != info.name {
-        return Err(Error::Incompatible(format!(
-            "{} holds a {} backup; use the backup-runner-{} image",
-            storage.describe(key),
-            manifest.engine,
-            manifest.engine
-        )));
-    }
-    Ok(())
 }
 
 /// Refuses an object whose size differs from its manifest, before anything reads it.

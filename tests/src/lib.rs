@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod redis_client;
 pub mod redis_sample;
 mod s3;
+pub mod scenario;
 mod util;
 
 pub use callback::{CallbackReceiver, Recorded};

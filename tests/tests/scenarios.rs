@@ -1,0 +1,744 @@
+//! The scenario suite: one list of scenarios, each a generic async function over
+//! [`EngineUnderTest`], run through the real runner images against every selected cell of
+//! every engine — PostgreSQL, MySQL and MariaDB, Redis and Valkey — with real servers and a
+//! real S3 server. The engines' parts, the engine-independent assertions and the cell selection
+//! are in `tests/src/scenario/`; the plan (which scenario on which cells) is printed first.
+//! What only one engine has is in postgres_images.rs, mysql_images.rs, mysql_fidelity.rs and
+//! redis_images.rs.
+//!
+//! `HARNESS_CELLS=postgres-18,valkey-9.1 HARNESS_REQUIRE_DOCKER=1 cargo test --release -p harness
+//! --test scenarios [-- <scenario or cell>…]`
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use harness::containers::{docker_cli, inspect_image, Job, JobOutput, RunningJob};
+use harness::scenario::suite::version;
+use harness::scenario::{
+    check, exit, wait_for_log, with_callbacks, Cells, Ctx, Data, EngineUnderTest, Mysql, Paused,
+    Postgres, Redis, Scenario, Store, Suite, CALLBACK_SECRET, STORAGE_SECRET, UPLOAD_STARTED,
+};
+
+macro_rules! scenario {
+    ($f:ident, $cells:expr) => {
+        Scenario {
+            name: stringify!($f),
+            cells: $cells,
+            run: |t| Box::pin($f(t)),
+        }
+    };
+}
+
+/// The scenarios, in the order each cell runs them: [`Cells::Every`] runs on every selected cell
+/// (the smoke subset: the image itself, the S3 round trip, a wrong password, and the next older
+/// image against the cell's server, which costs one job), [`Cells::Full`] on the newest cell of
+/// each product. A new scenario is one line here and its function below.
+fn scenarios<E: EngineUnderTest>() -> Vec<Scenario<E>> {
+    use Cells::{Every, Full};
+    vec![
+        scenario!(
+            image_is_non_root_labelled_and_explains_a_missing_config,
+            Every
+        ),
+        scenario!(round_trip_through_s3_with_signed_callbacks, Every),
+        scenario!(wrong_password_fails_and_stores_nothing, Every),
+        scenario!(server_newer_than_the_image_is_refused, Every),
+        scenario!(round_trip_through_a_local_directory_on_a_volume, Full),
+        scenario!(
+            storage_that_cannot_take_the_backup_fails_before_the_database,
+            Full
+        ),
+        scenario!(non_empty_target_is_refused_and_left_untouched, Full),
+        scenario!(
+            damaged_backups_are_refused_and_the_target_left_untouched,
+            Full
+        ),
+        scenario!(sigterm_mid_upload_stops_cleanly, Full),
+        scenario!(store_frozen_mid_upload_fails_and_leaves_nothing, Full),
+        scenario!(no_secret_in_argv_logs_callbacks_or_manifests, Full),
+        scenario!(memory_stays_bounded_on_a_large_dump, Full),
+        scenario!(database_killed_mid_dump_fails_and_leaves_nothing, Full),
+    ]
+}
+
+fn main() -> std::process::ExitCode {
+    Suite::from_args()
+        .engine::<Postgres>(scenarios())
+        .engine::<Mysql>(scenarios())
+        .engine::<Redis>(scenarios())
+        .run()
+}
+
+/// The image runs as uid 10001 with its labels, and run without any variable it exits 2 with a
+/// short configuration error.
+async fn image_is_non_root_labelled_and_explains_a_missing_config<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let cell = t.cell();
+    let info = inspect_image(&cell.image()).await?;
+    let config = &info["Config"];
+    assert_eq!(config["User"], "10001:10001");
+    assert_eq!(config["Entrypoint"][0], "/usr/local/bin/backup-runner");
+    let labels = &config["Labels"];
+    assert_eq!(labels["io.backup-runner.engine"], cell.product());
+    assert_eq!(
+        labels["io.backup-runner.engine-version"],
+        cell.version.as_str()
+    );
+    for label in ["source", "revision", "version", "created"] {
+        let v = labels[format!("org.opencontainers.image.{label}")]
+            .as_str()
+            .unwrap_or("");
+        assert!(!v.is_empty() && v != "unknown", "label {label} is {v:?}");
+    }
+    let bare = t.job().run().await?;
+    bare.assert_code(exit::CONFIG, "a job without configuration");
+    for expected in ["invalid configuration", "DB_HOST: is required"] {
+        assert!(bare.stderr.contains(expected), "{}", bare.stderr);
+    }
+    assert!(!bare.stderr.contains("panicked"), "{}", bare.stderr);
+    assert!(bare.stderr.lines().count() < 10, "short: {}", bare.stderr);
+    t.log(format!(
+        "{} MB, user 10001, labelled",
+        info["Size"].as_u64().unwrap_or(0) / 1_000_000
+    ));
+    Ok(())
+}
+
+/// The sample backed up through S3 with signed callbacks (`running`, `metadata`, `success`),
+/// the manifest's fields checked against the stored object, then restored into an empty
+/// database with callbacks and compared with the source; one changed value in the copy is then
+/// found by the same comparison.
+async fn round_trip_through_s3_with_signed_callbacks<E: EngineUnderTest>(t: &Ctx<E>) -> Result<()> {
+    let source = t.sample().await?;
+    let store = t.s3_store().await?;
+    let cb = t.callbacks().await?;
+    let key = format!("{}/sample.zst", t.cell().name);
+    let job_id = format!("backup-{}", t.cell().name);
+    let started = Instant::now();
+    let (backup, target) = tokio::join!(
+        with_callbacks(t.backup(&source.db, &store, &key), &cb, &job_id).run(),
+        t.fresh(&source.db)
+    );
+    let (backup, target) = (backup?, target?);
+    backup.assert_ok("backup");
+    let manifest = store.manifest(&key).await?;
+    let object = store.get(&key).await?;
+    check::manifest(t.cell(), &manifest, &key, &object, &job_id, "backup");
+    check::backup_callbacks(&cb, &job_id, &manifest, "backup");
+    store.assert_holds(&[&key], "after the backup").await?;
+    check::no_secret(
+        &[backup.stderr.clone(), backup.stdout.clone()],
+        &E::secrets(&source.db),
+        "backup log",
+    );
+
+    let cb = t.callbacks().await?;
+    let restore = with_callbacks(t.restore(&target, &store, &key), &cb, "restore")
+        .run()
+        .await?;
+    restore.assert_ok("restore");
+    assert_eq!(cb.statuses(), ["running", "success"], "restore callbacks");
+    check::signed(&cb, "restore");
+    t.assert_same(source, &target, "restored into an empty database")
+        .await?;
+
+    E::tamper(&target).await?;
+    let tampered = E::fingerprint(&target, Data::Sample).await?;
+    let differences = E::differences(&source.fingerprint, &tampered);
+    assert!(
+        !differences.is_empty(),
+        "the comparison missed a changed value"
+    );
+    t.log(format!(
+        "{} bytes stored ({} dumped), restored identical in {:.1}s; one changed value found: {}",
+        manifest["bytes"],
+        manifest["raw_bytes"],
+        started.elapsed().as_secs_f64(),
+        differences[0]
+    ));
+    Ok(())
+}
+
+/// A wrong password: exit 3, a `failed` callback saying why, nothing stored, the password in no
+/// output.
+async fn wrong_password_fails_and_stores_nothing<E: EngineUnderTest>(t: &Ctx<E>) -> Result<()> {
+    let source = t.sample().await?;
+    let store = t.s3_store().await?;
+    let cb = t.callbacks().await?;
+    let wrong = "not-the-password-777";
+    let out = with_callbacks(
+        store
+            .attach(t.job())
+            .envs(&E::wrong_password(t.cell(), &source.db, wrong))
+            .env("BACKUP_PATH", "denied.zst"),
+        &cb,
+        "denied",
+    )
+    .run()
+    .await?;
+    check::failed(&out, exit::DB_REFUSED, &cb, E::DENIED, "wrong password");
+    assert!(out.stderr.contains(E::DENIED), "{}", out.stderr);
+    let mut texts = vec![out.stderr, out.stdout];
+    texts.extend(
+        cb.requests()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.raw_body).into_owned()),
+    );
+    check::no_secret(&texts, &[wrong.to_string()], "wrong password");
+    store.assert_empty("wrong password").await
+}
+
+/// The sample backed up into a host directory mounted as a volume (object and manifest, no
+/// partial file left), then restored from it into an empty database and compared.
+async fn round_trip_through_a_local_directory_on_a_volume<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let source = t.sample().await?;
+    let store = t.local_store()?;
+    let key = format!("nightly/{}.zst", t.cell().name);
+    let (backup, target) = tokio::join!(
+        t.backup(&source.db, &store, &key)
+            .env("JOB_ID", "local")
+            .run(),
+        t.fresh(&source.db)
+    );
+    let (backup, target) = (backup?, target?);
+    backup.assert_ok("local backup");
+    store.assert_holds(&[&key], "the directory").await?;
+    let object = store.get(&key).await?;
+    check::manifest(
+        t.cell(),
+        &store.manifest(&key).await?,
+        &key,
+        &object,
+        "local",
+        "local backup",
+    );
+    t.restore(&target, &store, &key)
+        .run()
+        .await?
+        .assert_ok("local restore");
+    t.assert_same(source, &target, "restored from the directory")
+        .await
+}
+
+/// Panics unless the job stopped before it contacted the database.
+fn assert_database_not_contacted(out: &JobOutput, what: &str) {
+    assert!(
+        !out.stderr
+            .contains("server and client tools are compatible"),
+        "{what}: the job went on to the database:\n{}",
+        out.stderr
+    );
+    assert_nothing_dumped(out, what);
+}
+
+/// Panics unless the job stopped before the dump started (the pipeline's start, after every
+/// preflight check).
+fn assert_nothing_dumped(out: &JobOutput, what: &str) {
+    assert!(
+        !out.stderr.contains("starting the dump"),
+        "{what}: the dump started:\n{}",
+        out.stderr
+    );
+}
+
+/// Storage that cannot take the backup fails the job with exit 6 and a `failed` callback before
+/// the dump: an unreachable endpoint and a missing bucket before the database is even
+/// contacted, a volume the runner may not write after the database's preflight. Nothing is
+/// stored or created.
+async fn storage_that_cannot_take_the_backup_fails_before_the_database<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let source = t.sample().await?;
+    let env = E::env(t.cell(), &source.db);
+    let store = t.s3_store().await?;
+    let cases = [
+        (
+            "unreachable endpoint",
+            ("STORAGE_ENDPOINT", "http://nowhere.invalid:9000"),
+            "cannot reach bucket",
+        ),
+        (
+            "missing bucket",
+            ("STORAGE_BUCKET", "no-such-bucket"),
+            "does not exist",
+        ),
+    ];
+    for (what, (var, value), reason) in cases {
+        let cb = t.callbacks().await?;
+        let out = with_callbacks(
+            store
+                .attach(t.job())
+                .envs(&env)
+                .env(var, value)
+                .env("BACKUP_PATH", "refused.zst"),
+            &cb,
+            what,
+        )
+        .run()
+        .await?;
+        check::failed(&out, exit::STORAGE, &cb, "storage error", what);
+        assert!(out.stderr.contains(reason), "{what}: {}", out.stderr);
+        assert_database_not_contacted(&out, what);
+    }
+    store.assert_empty("after the refused backups").await?;
+    let buckets = t.s3().await?.list_buckets().await?;
+    assert!(
+        !buckets.iter().any(|b| b == "no-such-bucket"),
+        "{buckets:?}"
+    );
+
+    // A read-only volume, for a runner running as another user.
+    let local = t.local_store()?;
+    let dir = local.dir().expect("a local store");
+    let mode = |m| std::os::unix::fs::PermissionsExt::from_mode(m);
+    std::fs::set_permissions(dir, mode(0o555))?;
+    let cb = t.callbacks().await?;
+    let out = with_callbacks(
+        local
+            .attach(t.job())
+            .envs(&env)
+            .user("4242:4242")
+            .env("BACKUP_PATH", "refused.zst"),
+        &cb,
+        "read-only",
+    )
+    .run()
+    .await;
+    std::fs::set_permissions(dir, mode(0o755))?;
+    let out = out?;
+    check::failed(&out, exit::STORAGE, &cb, "not writable", "read-only volume");
+    assert_nothing_dumped(&out, "read-only volume");
+    local.assert_empty("read-only volume").await
+}
+
+/// The image of the next older selected cell of the same product, against this cell's server:
+/// exit 5 before anything is dumped, naming this cell's image; nothing stored.
+async fn server_newer_than_the_image_is_refused<E: EngineUnderTest>(t: &Ctx<E>) -> Result<()> {
+    let cell = t.cell();
+    let older = t
+        .selected()
+        .iter()
+        .filter(|c| c.product() == cell.product() && version(&c.version) < version(&cell.version))
+        .max_by_key(|c| version(&c.version));
+    let Some(older) = older else {
+        return t.skip(format!(
+            "no older {} cell is selected to run against {}",
+            cell.product(),
+            cell.server
+        ));
+    };
+    let source = t.sample().await?;
+    let store = t.s3_store().await?;
+    let cb = t.callbacks().await?;
+    let out = with_callbacks(
+        store
+            .attach(Job::new(&older.image(), t.network()))
+            .envs(&E::env(older, &source.db))
+            .env("BACKUP_PATH", "refused.zst"),
+        &cb,
+        "newer",
+    )
+    .run()
+    .await?;
+    let what = format!("{} against {}", older.image(), cell.server);
+    check::failed(
+        &out,
+        exit::INCOMPATIBLE,
+        &cb,
+        &format!("use the image {}", cell.image()),
+        &what,
+    );
+    store.assert_empty(&what).await?;
+    t.log(format!("{what}: refused, naming {}", cell.image()));
+    Ok(())
+}
+
+/// A restore into a database that holds data, without the engine's clean flag: exit 2 naming
+/// the flag; the target unchanged.
+async fn non_empty_target_is_refused_and_left_untouched<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let source = t.sample().await?;
+    let store = t.s3_store().await?;
+    t.backup(&source.db, &store, "sample.zst")
+        .run()
+        .await?
+        .assert_ok("backup");
+    let out = t.restore(&source.db, &store, "sample.zst").run().await?;
+    out.assert_code(exit::CONFIG, "restore into a non-empty target");
+    let flag = format!("{}=true", E::CLEAN_FLAG);
+    assert!(out.stderr.contains(&flag), "{}", out.stderr);
+    t.assert_same(source, &source.db, "the refused target")
+        .await
+}
+
+/// A truncated object and one with a flipped byte, each with the good manifest, restored with
+/// the clean flag into a database holding data: exit 8 with a `failed` callback, and the target
+/// untouched (checked first where restores are not atomic, rolled back where they are).
+/// `verify` reports the flipped byte too; the good backup verifies, and with `VERIFY_RESTORE`
+/// loads into a scratch database identical to the source.
+async fn damaged_backups_are_refused_and_the_target_left_untouched<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let source = t.sample().await?;
+    let store = t.s3_store().await?;
+    let (backup, scratch) = tokio::join!(
+        t.backup(&source.db, &store, "good").run(),
+        t.fresh(&source.db)
+    );
+    let (backup, scratch) = (backup?, scratch?);
+    backup.assert_ok("backup");
+    let good = store.get("good").await?;
+    let manifest = store.get("good.manifest.json").await?;
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    let truncated = good[..good.len() - 100].to_vec();
+    for (what, bytes) in [("truncated", truncated), ("flipped", flipped)] {
+        store.put(what, bytes).await?;
+        store
+            .put(&format!("{what}.manifest.json"), manifest.clone())
+            .await?;
+        let cb = t.callbacks().await?;
+        let out = with_callbacks(
+            t.restore(&source.db, &store, what)
+                .env(E::CLEAN_FLAG, "true"),
+            &cb,
+            what,
+        )
+        .run()
+        .await?;
+        check::failed(&out, exit::INTEGRITY, &cb, "integrity", what);
+        t.assert_same(
+            source,
+            &source.db,
+            &format!("the target of the {what} restore"),
+        )
+        .await?;
+    }
+
+    let verify = |key: &str| {
+        store
+            .attach(t.job())
+            .env("OPERATION_TYPE", "verify")
+            .env("BACKUP_PATH", key)
+    };
+    verify("flipped")
+        .run()
+        .await?
+        .assert_code(exit::INTEGRITY, "verify of a flipped byte");
+    let cb = t.callbacks().await?;
+    with_callbacks(verify("good"), &cb, "verify")
+        .run()
+        .await?
+        .assert_ok("verify");
+    let calls = cb.requests();
+    let meta = calls
+        .iter()
+        .find(|r| r.path.ends_with("/metadata"))
+        .expect("a metadata callback");
+    assert_eq!(meta.body["metadata"]["verified"], true);
+    assert_eq!(cb.statuses().last().map(String::as_str), Some("success"));
+    t.restore(&scratch, &store, "good")
+        .env("OPERATION_TYPE", "verify")
+        .env("VERIFY_RESTORE", "true")
+        .run()
+        .await?
+        .assert_ok("verify with a scratch restore");
+    t.assert_same(source, &scratch, "the verify's scratch restore")
+        .await
+}
+
+/// A backup of the large data uncompressed in 5 MiB parts, one in flight, so the upload is
+/// long.
+fn slow_backup<E: EngineUnderTest>(t: &Ctx<E>, db: &E::Db, store: &Store, key: &str) -> Job {
+    t.backup(db, store, key)
+        .env("COMPRESSION", "none")
+        .env("STORAGE_PART_SIZE_MB", "5")
+        .env("STORAGE_UPLOAD_CONCURRENCY", "1")
+}
+
+/// SIGTERM to the runner mid-upload: exit 143 well inside a 10 s grace period, the upload
+/// aborted, a `failed` callback saying SIGTERM, nothing stored.
+async fn sigterm_mid_upload_stops_cleanly<E: EngineUnderTest>(t: &Ctx<E>) -> Result<()> {
+    let large = t.large().await?;
+    let store = t.s3_store().await?;
+    let cb = t.callbacks().await?;
+    let job = with_callbacks(slow_backup(t, &large.db, &store, "sigterm"), &cb, "sigterm")
+        .start(UPLOAD_STARTED)
+        .await?;
+    let sent = Instant::now();
+    job.signal("TERM")?;
+    let out = job.wait().await?;
+    let took = sent.elapsed();
+    check::failed(&out, exit::SIGTERM, &cb, "SIGTERM", "SIGTERM mid-upload");
+    assert!(
+        took < Duration::from_secs(10),
+        "the runner took {took:?} to stop after SIGTERM"
+    );
+    assert!(
+        out.stderr.contains("aborted the incomplete upload"),
+        "{}",
+        out.stderr
+    );
+    store.assert_empty("SIGTERM").await?;
+    t.log(format!("stopped {:.1}s after SIGTERM", took.as_secs_f64()));
+    Ok(())
+}
+
+/// The S3 server frozen mid-upload (`docker pause`: connections accepted, never answered): the
+/// part upload times out (3 s per attempt here), the job gives up and aborts, retrying the abort
+/// until the store answers again; exit 6, a `failed` callback, and no upload left.
+async fn store_frozen_mid_upload_fails_and_leaves_nothing<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let large = t.large().await?;
+    let store = t.s3_store().await?;
+    let cb = t.callbacks().await?;
+    let job = with_callbacks(
+        slow_backup(t, &large.db, &store, "frozen").env("STORAGE_TIMEOUT_SECS", "3"),
+        &cb,
+        "frozen",
+    )
+    .start(UPLOAD_STARTED)
+    .await?;
+    let s3 = t.s3().await?;
+    let frozen = Instant::now();
+    let gave_up = {
+        let _paused = Paused::pause(s3.container().id())?;
+        wait_for_log(
+            job.id(),
+            "aborting the incomplete upload failed",
+            Duration::from_secs(90),
+        )
+        .await?;
+        frozen.elapsed()
+    };
+    let back = Instant::now();
+    let out = job.wait().await?;
+    let ended = back.elapsed();
+    check::failed(
+        &out,
+        exit::STORAGE,
+        &cb,
+        "storage error",
+        "S3 frozen mid-upload",
+    );
+    store.assert_empty("S3 frozen mid-upload").await?;
+    t.log(format!(
+        "gave up on the upload {:.1}s after the store froze; exit {} {:.1}s after it was back",
+        gave_up.as_secs_f64(),
+        out.code,
+        ended.as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Every process's argv inside the job's container, read every 20 ms by a shell loop in the
+/// container until the container stops; returns the distinct lines seen.
+async fn scan_argv(job: &RunningJob) -> Vec<String> {
+    let out = job
+        .sh(
+            "while :; do for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; \
+             done; sleep 0.02; done",
+        )
+        .await
+        .unwrap_or_default();
+    let mut seen: Vec<String> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+/// A job run with its processes' argv scanned; returns its output and the argv seen.
+async fn scanned(job: Job) -> Result<(JobOutput, Vec<String>)> {
+    let job = job.start("running ").await?;
+    let argv = scan_argv(&job).await;
+    Ok((job.wait().await?, argv))
+}
+
+/// Backups (in each of the engine's ways) and restores of the large data, with every process's
+/// argv in the runner's container read every 20 ms (the scan must see the dump and restore
+/// tools, so it could have seen a password): the database passwords and the storage secret key
+/// appear in no argv, log, callback (body or headers) or manifest; the callback secret only in
+/// the `Authorization` header.
+async fn no_secret_in_argv_logs_callbacks_or_manifests<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let large = t.large().await?;
+    let store = t.s3_store().await?;
+    let cb = t.callbacks().await?;
+    let mut secrets = E::secrets(&large.db);
+    secrets.push(STORAGE_SECRET.to_string());
+    let mut texts = Vec::new();
+    let mut argv = Vec::new();
+    for variant in E::variants(t.cell()) {
+        let key = format!("scan/{}", variant.name);
+        let (scan, target) = tokio::join!(
+            scanned(with_callbacks(
+                t.backup(&large.db, &store, &key).envs(&variant.env),
+                &cb,
+                &format!("scan-{}-backup", variant.name),
+            )),
+            t.fresh(&large.db)
+        );
+        let ((backup, seen), target) = (scan?, target?);
+        secrets.extend(E::secrets(&target));
+        backup.assert_ok(&format!("{} backup", variant.name));
+        assert!(
+            seen.iter().any(|l| l.contains(variant.dump_tool)),
+            "{}: the argv scan never saw {}: {seen:?}",
+            variant.name,
+            variant.dump_tool
+        );
+        texts.extend([backup.stderr, backup.stdout]);
+        argv.extend(seen);
+
+        let (restore, seen) = scanned(with_callbacks(
+            t.restore(&target, &store, &key),
+            &cb,
+            &format!("scan-{}-restore", variant.name),
+        ))
+        .await?;
+        restore.assert_ok(&format!("{} restore", variant.name));
+        assert!(
+            seen.iter().any(|l| l.contains(variant.restore_tool)),
+            "{}: the argv scan never saw {}: {seen:?}",
+            variant.name,
+            variant.restore_tool
+        );
+        texts.extend([restore.stderr, restore.stdout]);
+        argv.extend(seen);
+    }
+    let keys = store.keys().await?;
+    for key in keys.iter().filter(|k| k.ends_with(".manifest.json")) {
+        texts.push(String::from_utf8(store.get(key).await?)?);
+    }
+    ensure!(!keys.is_empty(), "the scan's backups stored nothing");
+    let calls = cb.requests();
+    for r in &calls {
+        texts.push(String::from_utf8_lossy(&r.raw_body).into_owned());
+        texts.push(format!("{:?}", r.headers));
+    }
+    let argv_count = argv.len();
+    texts.extend(argv);
+    check::no_secret(&texts, &secrets, "scan");
+    let bodies: Vec<String> = calls
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.raw_body).into_owned())
+        .collect();
+    check::no_secret(&bodies, &[CALLBACK_SECRET.to_string()], "callback bodies");
+    check::signed(&cb, "scan");
+    store.clear().await?;
+    t.log(format!(
+        "{argv_count} distinct argv lines, {} texts, {} callbacks: no secret",
+        texts.len(),
+        calls.len()
+    ));
+    Ok(())
+}
+
+/// A generous bound on the runner's own peak RSS: the target is 64 MiB (BENCHMARKS.md has the
+/// figures); a runner that held the dump would need the dump's ~250 MiB.
+const PEAK_RSS_BOUND: u64 = 96 << 20;
+
+/// The large data backed up compressed (the defaults: zstd with its workers, 8 MiB parts, 3 in
+/// flight) and uncompressed (every byte of the dump through the parts), then restored: the
+/// runner's peak RSS (the `peak_rss_bytes` of its last log line, also in the metadata callback)
+/// stays under the bound every time, and the restored data matches.
+async fn memory_stays_bounded_on_a_large_dump<E: EngineUnderTest>(t: &Ctx<E>) -> Result<()> {
+    let large = t.large().await?;
+    let store = t.s3_store().await?;
+    let cb = t.callbacks().await?;
+    let backups = async {
+        let mut peaks = Vec::new();
+        for (key, compression) in [("zstd", "zstd"), ("plain", "none")] {
+            let out = with_callbacks(
+                t.backup(&large.db, &store, key)
+                    .env("COMPRESSION", compression),
+                &cb,
+                key,
+            )
+            .run()
+            .await?;
+            out.assert_ok(key);
+            let peak = check::peak_rss(&out, key);
+            let meta = cb
+                .requests()
+                .into_iter()
+                .rev()
+                .find(|r| r.path.ends_with("/metadata"))
+                .expect("a metadata callback");
+            assert_eq!(meta.body["metadata"]["peak_rss_bytes"], peak, "{key}");
+            let raw = meta.body["metadata"]["raw_bytes"].as_u64().unwrap_or(0);
+            assert!(raw > 200 << 20, "{key}: the dump is only {raw} bytes");
+            assert!(
+                peak < PEAK_RSS_BOUND,
+                "{key}: the runner peaked at {} MiB backing up a {} MiB dump",
+                peak >> 20,
+                raw >> 20
+            );
+            peaks.push(format!(
+                "{key} backup {:.1} MiB for {} MiB",
+                peak as f64 / 1048576.0,
+                raw >> 20
+            ));
+        }
+        anyhow::Ok(peaks)
+    };
+    let (peaks, target) = tokio::join!(backups, t.fresh(&large.db));
+    let (mut peaks, target) = (peaks?, target?);
+    let out = t.restore(&target, &store, "plain").run().await?;
+    out.assert_ok("restore");
+    let peak = check::peak_rss(&out, "restore");
+    assert!(
+        peak < PEAK_RSS_BOUND,
+        "restore: the runner peaked at {} MiB",
+        peak >> 20
+    );
+    peaks.push(format!("restore {:.1} MiB", peak as f64 / 1048576.0));
+    t.assert_same(&large, &target, "the restored large data")
+        .await?;
+    store.clear().await?;
+    t.log(format!("peak RSS: {}", peaks.join(", ")));
+    Ok(())
+}
+
+/// The database server killed mid-dump: the dump tool's failure is the job's (exit 7, a
+/// `failed` callback naming the failed tool), never a short backup reported good; nothing
+/// stored.
+async fn database_killed_mid_dump_fails_and_leaves_nothing<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let large = t.own_large().await?;
+    let store = t.s3_store().await?;
+    let cb = t.callbacks().await?;
+    let job = with_callbacks(slow_backup(t, &large.db, &store, "killed"), &cb, "killed")
+        .start(UPLOAD_STARTED)
+        .await?;
+    docker_cli(&["kill", E::container_name(&large.db)])?;
+    let out = job.wait().await?;
+    check::failed(
+        &out,
+        exit::TOOL,
+        &cb,
+        " failed (",
+        "database killed mid-dump",
+    );
+    store.assert_empty("database killed mid-dump").await?;
+    let calls = cb.requests();
+    let message = calls.last().map(|r| r.body["message"].clone());
+    t.log(format!(
+        "exit {}: {}",
+        out.code,
+        message.unwrap_or_default()
+    ));
+    Ok(())
+}

@@ -292,55 +292,7 @@ impl RedisContainer {
     pub const BACKUP_USER: &'static str = "backup";
 
     pub async fn start(image: &str, network: &str, password: &str) -> Result<RedisContainer> {
-        let name = unique("redis");
-        let backup_password = format!("bk-{}", random_hex(8)?);
-        // Options only: the official images' entrypoints run them with their own server.
-        let container = generic(image)
-            .with_exposed_port(6379.tcp())
-            .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
-            .with_network(network)
-            .with_container_name(&name)
-            .with_cmd([
-                "--requirepass",
-                password,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .with_startup_timeout(READY_TIMEOUT)
-            .start()
-            .await
-            .with_context(|| format!("starting {image} (build it with `cargo xtask bootstrap`)"))?;
-        let port = container.get_host_port_ipv4(6379.tcp()).await?;
-        let server = RedisContainer {
-            container,
-            name,
-            network: network.to_string(),
-            password: password.to_string(),
-            backup_password,
-            port,
-        };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut conn = loop {
-            match server.connect(0).await {
-                Ok(conn) => break conn,
-                Err(e) if Instant::now() > deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
-        redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg(Self::BACKUP_USER)
-            .arg("on")
-            .arg(format!(">{}", server.backup_password))
-            .arg("~*")
-            .arg("&*")
-            .arg("+@all")
-            .query_async::<()>(&mut conn)
-            .await
-            .context("creating the ACL user")?;
-        Ok(server)
+        Self::start_with(image, network, password, &[]).await
     }
 
     /// The server's host name on the test network.

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod logging;
 pub mod manifest;
 pub mod pipeline;
+pub mod retention;
 pub mod secret;
 pub mod storage;
 pub mod tool;

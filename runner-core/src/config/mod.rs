@@ -15,10 +15,12 @@ use crate::env::EnvReader;
 use crate::secret::Secret;
 
 mod db;
+mod duration;
 mod names;
 mod storage;
 mod url;
 
+pub use duration::parse_age;
 pub use names::CONDITIONALLY_READ;
 pub use storage::{HostInfo, DEFAULT_LOCAL_DIR};
 

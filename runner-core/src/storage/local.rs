@@ -1,35 +1,68 @@
 //! A local directory as storage: the embedded default for trying the runner out, and a mounted
-//! volume in containers. Objects are written under a name unique to the job (`.partial`),
-//! synced, and renamed into place — without replacing an existing file unless overwriting is
-//! allowed — and the directory is synced so the rename survives a crash.
+//! volume in containers. Objects are written under a name unique to the write
+//! (`<key>.<upload id>.partial`), synced, and renamed into place — without replacing an existing
+//! file unless overwriting is allowed — and the directory is synced so the rename survives a
+//! crash. A `.partial` file is an incomplete upload: listed by `list_uploads`, removed by abort.
 
+use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
+use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use tokio::fs::{self, File};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
 
-use super::{ObjectReader, WriteMode};
+use super::{
+    MultipartUpload, ObjectMeta, ObjectReader, ObjectStore, RequestCounter, RequestCounts,
+    RequestKind, UploadMeta, WriteMode,
+};
 use crate::error::Error;
 
 const PARTIAL_SUFFIX: &str = ".partial";
+/// The probe file `probe_write` writes and removes.
+const PROBE_PREFIX: &str = ".write-probe-";
 
-pub(super) struct LocalBackend {
+pub struct LocalStore {
     dir: PathBuf,
+    requests: RequestCounter,
 }
 
 fn io_error(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::storage(&context, e)
 }
 
-impl LocalBackend {
-    pub(super) fn new(dir: PathBuf) -> LocalBackend {
-        LocalBackend { dir }
+fn modified(meta: &std::fs::Metadata) -> DateTime<Utc> {
+    meta.modified()
+        .map(DateTime::<Utc>::from)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+fn object_meta(key: String, meta: &std::fs::Metadata) -> ObjectMeta {
+    let at = modified(meta);
+    ObjectMeta {
+        version: format!(
+            "{}-{}",
+            meta.len(),
+            at.timestamp_nanos_opt().unwrap_or_default()
+        ),
+        key,
+        size: meta.len(),
+        last_modified: at,
+    }
+}
+
+impl LocalStore {
+    pub fn new(dir: PathBuf) -> LocalStore {
+        LocalStore {
+            dir,
+            requests: RequestCounter::default(),
+        }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, Error> {
         let rel = Path::new(key);
-        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        if key.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(Error::Storage(format!(
                 "key {key:?} is not a plain relative path"
             )));
@@ -37,11 +70,114 @@ impl LocalBackend {
         Ok(self.dir.join(rel))
     }
 
-    pub(super) fn describe(&self, key: &str) -> String {
+    /// Every file under `prefix`'s directory whose key starts with `prefix`: the objects and,
+    /// separately, the incomplete uploads (`.partial` files). Keys use `/` and sort.
+    async fn walk(&self, prefix: &str) -> Result<(Vec<ObjectMeta>, Vec<UploadMeta>), Error> {
+        let dir = self.dir.clone();
+        let prefix = prefix.to_string();
+        let found = tokio::task::spawn_blocking(move || walk_blocking(&dir, &prefix))
+            .await
+            .map_err(|e| Error::Internal(format!("listing task: {e}")))?;
+        found.map_err(|e| Error::storage(&format!("cannot list {}", self.dir.display()), e))
+    }
+}
+
+fn walk_blocking(root: &Path, prefix: &str) -> std::io::Result<(Vec<ObjectMeta>, Vec<UploadMeta>)> {
+    // Start at the deepest directory the prefix names, then filter by the whole prefix.
+    let start_rel = match prefix.rfind('/') {
+        Some(i) => &prefix[..i],
+        None => "",
+    };
+    let mut objects = Vec::new();
+    let mut uploads = Vec::new();
+    let mut stack = vec![(root.join(start_rel), start_rel.to_string())];
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let key = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_dir() {
+                // Descend only where keys can still match.
+                let dir_key = format!("{key}/");
+                if dir_key.starts_with(prefix) || prefix.starts_with(&dir_key) {
+                    stack.push((entry.path(), key));
+                }
+                continue;
+            }
+            if !meta.is_file() || !key.starts_with(prefix) || name.starts_with(PROBE_PREFIX) {
+                continue;
+            }
+            match parse_partial(&key) {
+                Some((target, upload_id)) => uploads.push(UploadMeta {
+                    key: target.to_string(),
+                    upload_id: upload_id.to_string(),
+                    initiated: modified(&meta),
+                }),
+                None => objects.push(object_meta(key, &meta)),
+            }
+        }
+    }
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+    Ok((objects, uploads))
+}
+
+/// `<key>.<upload id>.partial` → (key, upload id).
+fn parse_partial(name: &str) -> Option<(&str, &str)> {
+    let stem = name.strip_suffix(PARTIAL_SUFFIX)?;
+    let (key, id) = stem.rsplit_once('.')?;
+    valid_upload_id(id).then_some((key, id))
+}
+
+/// An upload id is `<pid>-<16 hex digits>`.
+fn valid_upload_id(id: &str) -> bool {
+    match id.split_once('-') {
+        Some((pid, rand)) => {
+            !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && rand.len() == 16
+                && rand.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        None => false,
+    }
+}
+
+fn new_upload_id() -> String {
+    format!("{}-{:016x}", std::process::id(), rand::random::<u64>())
+}
+
+/// The temporary file of upload `upload_id` of `path`: two jobs writing the same key never
+/// share a file.
+fn partial_path(path: &Path, upload_id: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{upload_id}{PARTIAL_SUFFIX}"));
+    PathBuf::from(s)
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn describe(&self, key: &str) -> String {
         self.dir.join(key).display().to_string()
     }
 
-    pub(super) async fn preflight(&self) -> Result<(), Error> {
+    async fn preflight(&self) -> Result<(), Error> {
         fs::create_dir_all(&self.dir)
             .await
             .map_err(io_error(format!(
@@ -51,7 +187,7 @@ impl LocalBackend {
     }
 
     /// Writes and removes a file next to where `key` goes.
-    pub(super) async fn probe_write(&self, key: &str) -> Result<(), Error> {
+    async fn probe_write(&self, key: &str) -> Result<(), Error> {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
         let ctx = format!(
@@ -61,15 +197,16 @@ impl LocalBackend {
         fs::create_dir_all(&dir)
             .await
             .map_err(io_error(ctx.clone()))?;
-        let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+        let probe = dir.join(format!("{PROBE_PREFIX}{}", std::process::id()));
         fs::write(&probe, b"probe").await.map_err(io_error(ctx))?;
         let _ = fs::remove_file(&probe).await;
         Ok(())
     }
 
-    pub(super) async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<(), Error> {
+    async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<(), Error> {
+        self.requests.count(RequestKind::Put);
         let path = self.path(key)?;
-        let partial = partial_path(&path);
+        let partial = partial_path(&path, &new_upload_id());
         let ctx = format!("cannot write {}", path.display());
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)
@@ -92,7 +229,8 @@ impl LocalBackend {
         written
     }
 
-    pub(super) async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+        self.requests.count(RequestKind::Get);
         let path = self.path(key)?;
         match fs::read(&path).await {
             Ok(data) => Ok(Some(Bytes::from(data))),
@@ -104,11 +242,60 @@ impl LocalBackend {
         }
     }
 
-    pub(super) fn exists(&self, key: &str) -> bool {
-        self.path(key).map(|p| p.is_file()).unwrap_or(false)
+    async fn open(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectReader, Option<u64>), Error> {
+        self.requests.count(RequestKind::Get);
+        let path = self.path(key)?;
+        let ctx = format!("cannot read {}", path.display());
+        let mut file = File::open(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Integrity(format!("backup object {} does not exist", path.display()))
+            } else {
+                Error::storage(&ctx, e)
+            }
+        })?;
+        let size = file.metadata().await.ok().map(|m| m.len());
+        match range {
+            None => Ok((Box::new(BufReader::with_capacity(1 << 20, file)), size)),
+            Some(r) => {
+                file.seek(std::io::SeekFrom::Start(r.start))
+                    .await
+                    .map_err(io_error(ctx))?;
+                let limited = file.take(r.end.saturating_sub(r.start));
+                Ok((Box::new(BufReader::with_capacity(1 << 20, limited)), size))
+            }
+        }
     }
 
-    pub(super) async fn delete(&self, key: &str) -> Result<(), Error> {
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, Error> {
+        self.requests.count(RequestKind::Head);
+        let path = self.path(key)?;
+        match fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(Some(object_meta(key.to_string(), &m))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::storage(
+                &format!("cannot check {}", path.display()),
+                e,
+            )),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, Error> {
+        self.requests.count(RequestKind::List);
+        Ok(self.walk(prefix).await?.0)
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<UploadMeta>, Error> {
+        self.requests.count(RequestKind::List);
+        Ok(self.walk(prefix).await?.1)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.requests.count(RequestKind::Delete);
         let path = self.path(key)?;
         match fs::remove_file(&path).await {
             Ok(()) => Ok(()),
@@ -120,38 +307,40 @@ impl LocalBackend {
         }
     }
 
-    pub(super) async fn open(&self, key: &str) -> Result<(ObjectReader, Option<u64>), Error> {
-        let path = self.path(key)?;
-        let file = File::open(&path).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Integrity(format!("backup object {} does not exist", path.display()))
-            } else {
-                Error::storage(&format!("cannot read {}", path.display()), e)
-            }
-        })?;
-        let size = file.metadata().await.ok().map(|m| m.len());
-        Ok((Box::new(BufReader::with_capacity(1 << 20, file)), size))
-    }
-
-    pub(super) fn upload(&self, key: &str, mode: WriteMode) -> LocalUpload {
-        LocalUpload {
+    fn start_upload(
+        &self,
+        key: &str,
+        _concurrency: usize,
+        mode: WriteMode,
+    ) -> Box<dyn MultipartUpload> {
+        Box::new(LocalUpload {
             target: self.path(key),
             mode,
             file: None,
+        })
+    }
+
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), Error> {
+        self.requests.count(RequestKind::Multipart);
+        if !valid_upload_id(upload_id) {
+            return Err(Error::Storage(format!(
+                "{upload_id:?} is not an upload id of this directory"
+            )));
+        }
+        let partial = partial_path(&self.path(key)?, upload_id);
+        match fs::remove_file(&partial).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::storage(
+                &format!("cannot remove {}", partial.display()),
+                e,
+            )),
         }
     }
-}
 
-/// A temporary name next to `path`, unique to this write: two jobs writing the same key never
-/// share a file.
-fn partial_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(
-        ".{}-{:016x}{PARTIAL_SUFFIX}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    PathBuf::from(s)
+    fn requests(&self) -> RequestCounts {
+        self.requests.snapshot()
+    }
 }
 
 /// Moves a complete, synced file into place. `WriteMode::Create` never replaces a file that is
@@ -213,21 +402,11 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-pub(super) async fn remove_partial(partial: &Path) -> Result<(), Error> {
-    match fs::remove_file(partial).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::storage(
-            &format!("cannot remove {}", partial.display()),
-            e,
-        )),
-    }
-}
-
-pub(super) struct LocalUpload {
+struct LocalUpload {
     target: Result<PathBuf, Error>,
     mode: WriteMode,
-    file: Option<(File, PathBuf)>,
+    /// The open temporary file, its path and its upload id.
+    file: Option<(File, PathBuf, String)>,
 }
 
 impl LocalUpload {
@@ -237,13 +416,17 @@ impl LocalUpload {
             Err(e) => Err(Error::Storage(e.to_string())),
         }
     }
+}
 
-    /// Appends a part; returns the partial file's path when this call created it.
-    pub(super) async fn part(&mut self, data: Bytes) -> Result<Option<PathBuf>, Error> {
+#[async_trait]
+impl MultipartUpload for LocalUpload {
+    /// Appends a part to the temporary file; local writes fail here, never later.
+    async fn put_part(&mut self, data: Bytes) -> Result<Option<String>, Error> {
         let mut created = None;
         if self.file.is_none() {
             let target = self.target()?;
-            let partial = partial_path(&target);
+            let upload_id = new_upload_id();
+            let partial = partial_path(&target, &upload_id);
             let ctx = format!("cannot write {}", partial.display());
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent)
@@ -251,26 +434,53 @@ impl LocalUpload {
                     .map_err(io_error(ctx.clone()))?;
             }
             let f = File::create(&partial).await.map_err(io_error(ctx))?;
-            created = Some(partial.clone());
-            self.file = Some((f, partial));
+            created = Some(upload_id.clone());
+            self.file = Some((f, partial, upload_id));
         }
-        let (f, partial) = self.file.as_mut().expect("opened above");
+        let (f, partial, _) = self.file.as_mut().expect("opened above");
         f.write_all(&data)
             .await
             .map_err(io_error(format!("cannot write {}", partial.display())))?;
         Ok(created)
     }
 
-    /// Writes the last part, syncs and renames into place. Returns the partial path it retired.
-    pub(super) async fn complete(mut self, last: Bytes) -> Result<Option<PathBuf>, Error> {
-        let created = self.part(last).await?;
+    async fn failure(&mut self) -> Error {
+        std::future::pending().await
+    }
+
+    /// Writes the last part, syncs and renames into place.
+    async fn complete(mut self: Box<Self>, last: Bytes) -> Result<Option<String>, Error> {
+        let created_here = self.file.is_none();
+        self.put_part(last).await?;
         let target = self.target()?;
-        let (mut f, partial) = self.file.take().expect("opened by part");
+        let (mut f, partial, upload_id) = self.file.take().expect("opened by put_part");
         let ctx = format!("cannot write {}", target.display());
-        f.flush().await.map_err(io_error(ctx.clone()))?;
-        f.sync_all().await.map_err(io_error(ctx))?;
-        drop(f);
-        commit(&partial, &target, self.mode).await?;
-        Ok(created.or(Some(partial)))
+        let done = async {
+            f.flush().await.map_err(io_error(ctx.clone()))?;
+            f.sync_all().await.map_err(io_error(ctx))?;
+            drop(f);
+            commit(&partial, &target, self.mode).await
+        }
+        .await;
+        if done.is_err() && created_here {
+            // Never registered for abort: remove it here.
+            let _ = fs::remove_file(&partial).await;
+        }
+        done.map(|()| Some(upload_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_names_parse_back() {
+        let id = new_upload_id();
+        let p = partial_path(Path::new("a/b.zst"), &id);
+        let name = p.to_str().unwrap();
+        assert_eq!(parse_partial(name), Some(("a/b.zst", id.as_str())));
+        assert_eq!(parse_partial("a/b.zst"), None);
+        assert_eq!(parse_partial("a/b.notanid.partial"), None);
     }
 }

@@ -1,17 +1,29 @@
-//! Where backups live: an S3-compatible bucket or a local directory. Uploads are written in
-//! parts; every upload in progress is registered so that any failure path (error, signal) can
-//! abort it, leaving neither a half-written object nor a billed incomplete multipart upload.
+//! Where backups live, behind one trait in the manner of `object_store`: [`ObjectStore`] (put,
+//! put-if-absent, get, ranged get, head, paginated list, delete, multipart uploads and their
+//! listing and abort) with one implementation for S3-compatible stores and one for a local
+//! directory. The pipeline sees only [`Storage`], which adds what every backend needs the same
+//! way: each upload in progress is registered so that any failure path (error, signal) can abort
+//! it, leaving neither a half-written object nor a billed incomplete multipart upload.
+//!
+//! `runner-core/tests/storage_conformance.rs` runs one suite against every backend.
 
 mod local;
 mod s3;
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use tokio::io::AsyncBufRead;
 
 use crate::config::StorageConfig;
 use crate::error::Error;
+
+pub use local::LocalStore;
+pub use s3::S3Store;
 
 pub type ObjectReader = Box<dyn AsyncBufRead + Send + Unpin>;
 
@@ -25,9 +37,159 @@ pub enum WriteMode {
     Overwrite,
 }
 
-/// What completing an upload retired: the S3 upload id, when it was a multipart upload.
-pub(crate) struct Committed {
-    finished: Option<String>,
+/// An object as a listing or a HEAD shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+    /// Changes whenever the object is rewritten: the ETag on S3, size and modification time
+    /// on a local directory.
+    pub version: String,
+}
+
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadMeta {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: DateTime<Utc>,
+}
+
+/// Requests made to the store, by kind, for reports and benchmarks.
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    list: AtomicU64,
+    get: AtomicU64,
+    head: AtomicU64,
+    put: AtomicU64,
+    delete: AtomicU64,
+    multipart: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum RequestKind {
+    List,
+    Get,
+    Head,
+    Put,
+    Delete,
+    /// Create, part, complete, abort.
+    Multipart,
+}
+
+/// A snapshot of a [`RequestCounter`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    pub list: u64,
+    pub get: u64,
+    pub head: u64,
+    pub put: u64,
+    pub delete: u64,
+    pub multipart: u64,
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        self.list + self.get + self.head + self.put + self.delete + self.multipart
+    }
+}
+
+impl RequestCounter {
+    pub fn count(&self, kind: RequestKind) {
+        let c = match kind {
+            RequestKind::List => &self.list,
+            RequestKind::Get => &self.get,
+            RequestKind::Head => &self.head,
+            RequestKind::Put => &self.put,
+            RequestKind::Delete => &self.delete,
+            RequestKind::Multipart => &self.multipart,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RequestCounts {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestCounts {
+            list: l(&self.list),
+            get: l(&self.get),
+            head: l(&self.head),
+            put: l(&self.put),
+            delete: l(&self.delete),
+            multipart: l(&self.multipart),
+        }
+    }
+}
+
+/// One storage backend.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// A human-readable location such as `s3://bucket/key` or `/backups/key`.
+    fn describe(&self, key: &str) -> String;
+
+    /// Checks the store is reachable and usable (the bucket exists, the directory can be made).
+    async fn preflight(&self) -> Result<(), Error>;
+
+    /// Proves that an object can be written at `key`, leaving nothing behind.
+    async fn probe_write(&self, key: &str) -> Result<(), Error>;
+
+    /// Writes a small object in one request; with [`WriteMode::Create`] only if nothing is at
+    /// `key` (put-if-absent), failing with [`Error::Conflict`] otherwise.
+    async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<(), Error>;
+
+    /// Reads a small object whole; `None` when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, Error>;
+
+    /// Opens an object (or the byte `range` of it) for streaming; returns the reader and the
+    /// object's size when known. A missing object is [`Error::Integrity`]: it was expected.
+    async fn open(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectReader, Option<u64>), Error>;
+
+    /// The object's size and version; `None` when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, Error>;
+
+    /// Every object whose key starts with `prefix`, in key order, across as many pages as the
+    /// store returns. Incomplete uploads are not objects.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, Error>;
+
+    /// Every incomplete multipart upload whose key starts with `prefix`.
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<UploadMeta>, Error>;
+
+    /// Deletes an object; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), Error>;
+
+    /// Starts an upload at `key` (lazily: nothing is sent before the first part).
+    fn start_upload(
+        &self,
+        key: &str,
+        concurrency: usize,
+        mode: WriteMode,
+    ) -> Box<dyn MultipartUpload>;
+
+    /// Aborts an incomplete upload; one that no longer exists counts as aborted.
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), Error>;
+
+    /// The requests made so far.
+    fn requests(&self) -> RequestCounts;
+}
+
+/// An upload in progress on one backend.
+#[async_trait]
+pub trait MultipartUpload: Send {
+    /// Queues a full part; waits only when the in-flight limit is reached. Returns the upload
+    /// id when this call started the upload, so it can be aborted on failure.
+    async fn put_part(&mut self, data: Bytes) -> Result<Option<String>, Error>;
+
+    /// Resolves with the first failed part; never while the parts in flight succeed.
+    /// Cancel-safe, so it can race the dump stream.
+    async fn failure(&mut self) -> Error;
+
+    /// Sends the last (possibly short or empty) part, makes the object visible and checks that
+    /// the store holds what was sent. Returns the upload id it finished, if one was started.
+    async fn complete(self: Box<Self>, last: Bytes) -> Result<Option<String>, Error>;
 }
 
 pub(crate) fn exists_error(location: &str) -> Error {
@@ -36,96 +198,89 @@ pub(crate) fn exists_error(location: &str) -> Error {
     ))
 }
 
+/// The job's storage: one backend, and the uploads it must abort if the job fails.
 pub struct Storage {
-    backend: Backend,
+    store: Box<dyn ObjectStore>,
     pending: Mutex<Vec<Pending>>,
-}
-
-enum Backend {
-    S3(s3::S3Backend),
-    Local(local::LocalBackend),
 }
 
 /// An upload that must be aborted if the job does not complete it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Pending {
-    S3 { key: String, upload_id: String },
-    Local { partial: std::path::PathBuf },
+struct Pending {
+    key: String,
+    upload_id: String,
 }
 
 impl Storage {
     pub async fn new(config: &StorageConfig) -> Result<Storage, Error> {
-        let backend = match config {
-            StorageConfig::S3(c) => Backend::S3(s3::S3Backend::new(c).await),
-            StorageConfig::Local { dir } => Backend::Local(local::LocalBackend::new(dir.clone())),
+        let store: Box<dyn ObjectStore> = match config {
+            StorageConfig::S3(c) => Box::new(S3Store::new(c).await),
+            StorageConfig::Local { dir } => Box::new(LocalStore::new(dir.clone())),
         };
-        Ok(Storage {
-            backend,
+        Ok(Storage::with_store(store))
+    }
+
+    pub fn with_store(store: Box<dyn ObjectStore>) -> Storage {
+        Storage {
+            store,
             pending: Mutex::new(Vec::new()),
-        })
+        }
     }
 
-    /// A human-readable location such as `s3://bucket/key` or `/backups/key`.
+    pub fn store(&self) -> &dyn ObjectStore {
+        &*self.store
+    }
+
     pub fn describe(&self, key: &str) -> String {
-        match &self.backend {
-            Backend::S3(b) => b.describe(key),
-            Backend::Local(b) => b.describe(key),
-        }
+        self.store.describe(key)
     }
 
-    /// Checks the store is reachable and usable before any dump starts.
     pub async fn preflight(&self) -> Result<(), Error> {
-        match &self.backend {
-            Backend::S3(b) => b.preflight().await,
-            Backend::Local(b) => b.preflight().await,
-        }
+        self.store.preflight().await
     }
 
-    /// Proves that an object can be written at `key`, leaving nothing behind; run before the
-    /// dump so a long dump is never wasted on a store that will refuse it.
     pub async fn probe_write(&self, key: &str) -> Result<(), Error> {
-        match &self.backend {
-            Backend::S3(b) => b.probe_write(key).await,
-            Backend::Local(b) => b.probe_write(key).await,
-        }
+        self.store.probe_write(key).await
     }
 
-    /// Writes a small object in one request (manifests).
     pub async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<(), Error> {
-        match &self.backend {
-            Backend::S3(b) => b.put(key, body, mode).await,
-            Backend::Local(b) => b.put(key, body, mode).await,
-        }
+        self.store.put(key, body, mode).await
     }
 
-    /// Reads a small object; `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
-        match &self.backend {
-            Backend::S3(b) => b.get(key).await,
-            Backend::Local(b) => b.get(key).await,
-        }
+        self.store.get(key).await
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, Error> {
-        match &self.backend {
-            Backend::S3(b) => b.exists(key).await,
-            Backend::Local(b) => Ok(b.exists(key)),
-        }
+        Ok(self.store.head(key).await?.is_some())
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, Error> {
+        self.store.head(key).await
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, Error> {
+        self.store.list(prefix).await
+    }
+
+    pub async fn list_uploads(&self, prefix: &str) -> Result<Vec<UploadMeta>, Error> {
+        self.store.list_uploads(prefix).await
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
-        match &self.backend {
-            Backend::S3(b) => b.delete(key).await,
-            Backend::Local(b) => b.delete(key).await,
-        }
+        self.store.delete(key).await
     }
 
-    /// Opens an object for streaming; returns the reader and the object's size when known.
+    pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), Error> {
+        self.store.abort_upload(key, upload_id).await
+    }
+
     pub async fn open(&self, key: &str) -> Result<(ObjectReader, Option<u64>), Error> {
-        match &self.backend {
-            Backend::S3(b) => b.open(key).await,
-            Backend::Local(b) => b.open(key).await,
-        }
+        self.store.open(key, None).await
+    }
+
+    pub fn requests(&self) -> RequestCounts {
+        self.store.requests()
     }
 
     /// Starts an upload whose parts (all `part_size` bytes but the last) follow. Nothing is
@@ -138,16 +293,12 @@ impl Storage {
         concurrency: usize,
         mode: WriteMode,
     ) -> Upload<'_> {
-        let state = match &self.backend {
-            Backend::S3(b) => UploadState::S3(b.upload(key, concurrency, mode)),
-            Backend::Local(b) => UploadState::Local(b.upload(key, mode)),
-        };
         Upload {
             storage: self,
             key: key.to_string(),
             part_size,
             parts: 0,
-            state,
+            inner: self.store.start_upload(key, concurrency, mode),
         }
     }
 
@@ -166,36 +317,26 @@ impl Storage {
                     }),
                 None => self.abort_one(&p).await,
             };
-            match (aborted, &p) {
-                (Ok(()), _) => tracing::info!(upload = ?p, "aborted the incomplete upload"),
-                (Err(e), Pending::S3 { key, upload_id }) => tracing::error!(
+            let Pending { key, upload_id } = &p;
+            match aborted {
+                Ok(()) => tracing::info!(key, upload_id, "aborted the incomplete upload"),
+                Err(e) => tracing::error!(
                     key,
                     upload_id,
-                    "could not abort the incomplete multipart upload {upload_id} of {key}: {e}; abort it (aws s3api abort-multipart-upload), or let a bucket lifecycle rule (AbortIncompleteMultipartUpload) remove it"
-                ),
-                (Err(e), Pending::Local { partial }) => tracing::error!(
-                    partial = %partial.display(),
-                    "could not remove the incomplete file {}: {e}; delete it",
-                    partial.display()
+                    "could not abort the incomplete upload {upload_id} of {}: {e}; abort it (S3: aws s3api abort-multipart-upload; a directory: delete the .partial file), or let a prune (OPERATION_TYPE=prune) or a bucket lifecycle rule (AbortIncompleteMultipartUpload) remove it",
+                    self.describe(key)
                 ),
             }
         }
     }
 
     /// One abort, retried for a while: the failure may be the store itself being briefly
-    /// unreachable, and an upload left behind is billed until a lifecycle rule removes it.
+    /// unreachable, and an upload left behind is billed until something removes it.
     async fn abort_one(&self, p: &Pending) -> Result<(), Error> {
         let mut delay = std::time::Duration::from_millis(500);
         let mut attempt = 1;
         loop {
-            let result = match (&self.backend, p) {
-                (Backend::S3(b), Pending::S3 { key, upload_id }) => b.abort(key, upload_id).await,
-                (Backend::Local(_), Pending::Local { partial }) => {
-                    local::remove_partial(partial).await
-                }
-                _ => Ok(()),
-            };
-            match result {
+            match self.store.abort_upload(&p.key, &p.upload_id).await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt == ABORT_ATTEMPTS => return Err(e),
                 Err(e) => {
@@ -217,6 +358,9 @@ impl Storage {
     }
 }
 
+/// Attempts to abort an incomplete upload: 0.5 + 1 + 2 + 4 + 8 + 16 s of waiting at most.
+const ABORT_ATTEMPTS: u32 = 7;
+
 /// An upload in progress. Parts are sent as they come (S3: several at once, bounded); nothing
 /// is visible under the final key until [`Upload::complete`].
 pub struct Upload<'a> {
@@ -224,16 +368,8 @@ pub struct Upload<'a> {
     key: String,
     part_size: u64,
     parts: u32,
-    state: UploadState,
+    inner: Box<dyn MultipartUpload>,
 }
-
-enum UploadState {
-    S3(s3::MultipartUpload),
-    Local(local::LocalUpload),
-}
-
-/// Attempts to abort an incomplete upload: 0.5 + 1 + 2 + 4 + 8 + 16 s of waiting at most.
-const ABORT_ATTEMPTS: u32 = 7;
 
 impl Upload<'_> {
     pub fn part_size(&self) -> u64 {
@@ -249,63 +385,35 @@ impl Upload<'_> {
     pub async fn part(&mut self, data: Bytes) -> Result<(), Error> {
         debug_assert_eq!(data.len() as u64, self.part_size);
         self.parts += 1;
-        match &mut self.state {
-            UploadState::S3(u) => {
-                if let Some(upload_id) = u.part(data).await? {
-                    tracing::info!(phase = "upload", %upload_id, "multipart upload started");
-                    self.storage.register(Pending::S3 {
-                        key: self.key.clone(),
-                        upload_id,
-                    });
-                }
-                Ok(())
-            }
-            UploadState::Local(u) => {
-                if let Some(partial) = u.part(data).await? {
-                    self.storage.register(Pending::Local { partial });
-                }
-                Ok(())
-            }
+        if let Some(upload_id) = self.inner.put_part(data).await? {
+            tracing::info!(phase = "upload", %upload_id, "multipart upload started");
+            self.storage.register(Pending {
+                key: self.key.clone(),
+                upload_id,
+            });
         }
+        Ok(())
     }
 
     /// Resolves with the first failed part upload, so a failure ends the job even while the
-    /// dump is stalled; never while the upload is healthy (local writes fail in `part`).
+    /// dump is stalled; never while the upload is healthy.
     pub async fn failure(&mut self) -> Error {
-        match &mut self.state {
-            UploadState::S3(u) => u.failure().await,
-            UploadState::Local(_) => std::future::pending().await,
-        }
+        self.inner.failure().await
     }
 
     /// Sends the last (possibly short or empty) part, makes the object visible, and checks
     /// that the store holds what was sent.
-    pub async fn complete(mut self, last: Bytes) -> Result<u32, Error> {
-        if !last.is_empty() || self.parts == 0 {
-            self.parts += 1;
+    pub async fn complete(self, last: Bytes) -> Result<u32, Error> {
+        let mut parts = self.parts;
+        if !last.is_empty() || parts == 0 {
+            parts += 1;
         }
-        let finished = match self.state {
-            UploadState::S3(u) => {
-                let backend = match &self.storage.backend {
-                    Backend::S3(b) => b,
-                    Backend::Local(_) => unreachable!("an S3 upload on an S3 backend"),
-                };
-                u.complete(backend, last)
-                    .await?
-                    .finished
-                    .map(|upload_id| Pending::S3 {
-                        key: self.key.clone(),
-                        upload_id,
-                    })
-            }
-            UploadState::Local(u) => u
-                .complete(last)
-                .await?
-                .map(|partial| Pending::Local { partial }),
-        };
-        if let Some(p) = finished {
-            self.storage.unregister(&p);
+        if let Some(upload_id) = self.inner.complete(last).await? {
+            self.storage.unregister(&Pending {
+                key: self.key.clone(),
+                upload_id,
+            });
         }
-        Ok(self.parts)
+        Ok(parts)
     }
 }

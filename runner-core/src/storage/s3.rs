@@ -1,6 +1,10 @@
 //! S3-compatible storage through aws-sdk-s3: multipart uploads with a bounded number of parts
 //! in flight, single-request uploads for objects smaller than one part.
 
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -10,16 +14,27 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
 use tokio::task::JoinSet;
 
-use super::{exists_error, Committed, ObjectReader, WriteMode};
+use super::{
+    exists_error, MultipartUpload, ObjectMeta, ObjectReader, ObjectStore, RequestCounter,
+    RequestCounts, RequestKind, UploadMeta, WriteMode,
+};
 use crate::config::{ChecksumMode, S3Config};
 use crate::error::Error;
 
-pub(super) struct S3Backend {
+#[derive(Clone)]
+pub struct S3Store {
     client: Client,
     bucket: String,
+    requests: Arc<RequestCounter>,
+}
+
+fn to_utc(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
 fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
@@ -35,8 +50,8 @@ where
     DisplayErrorContext(err).to_string()
 }
 
-impl S3Backend {
-    pub(super) async fn new(c: &S3Config) -> S3Backend {
+impl S3Store {
+    pub async fn new(c: &S3Config) -> S3Store {
         let mut loader =
             aws_config::defaults(BehaviorVersion::latest()).region(Region::new(c.region.clone()));
         if let Some((id, secret)) = &c.credentials {
@@ -71,172 +86,15 @@ impl S3Backend {
         if let Some(endpoint) = &c.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        S3Backend {
+        S3Store {
             client: Client::from_conf(builder.build()),
             bucket: c.bucket.clone(),
+            requests: Arc::new(RequestCounter::default()),
         }
     }
 
-    pub(super) fn describe(&self, key: &str) -> String {
-        format!("s3://{}/{key}", self.bucket)
-    }
-
-    pub(super) async fn preflight(&self) -> Result<(), Error> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                Err(Error::Storage(match status {
-                    Some(404) => format!(
-                        "bucket {:?} does not exist: create it or fix STORAGE_BUCKET",
-                        self.bucket
-                    ),
-                    Some(403) | Some(401) => format!(
-                        "access to bucket {:?} denied: check STORAGE_ACCESS_KEY_ID / STORAGE_SECRET_ACCESS_KEY and the bucket policy",
-                        self.bucket
-                    ),
-                    _ => format!(
-                        "cannot reach bucket {:?}: {} (check STORAGE_ENDPOINT and the network)",
-                        self.bucket,
-                        describe_sdk_error(&e)
-                    ),
-                }))
-            }
-        }
-    }
-
-    /// Writes a small object in one request; with `WriteMode::Create`, only if nothing is at
-    /// `key` yet (`If-None-Match: *`, with a HEAD check first for stores that ignore it).
-    pub(super) async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<(), Error> {
-        if mode == WriteMode::Create && self.exists(key).await? {
-            return Err(exists_error(&self.describe(key)));
-        }
-        let digest = Md5::digest(&body);
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(body.len() as i64)
-            .content_md5(base64_md5(&digest));
-        if mode == WriteMode::Create {
-            request = request.if_none_match("*");
-        }
-        request
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| {
-                if is_precondition_failed(&e) {
-                    exists_error(&self.describe(key))
-                } else {
-                    Error::storage(
-                        &format!("cannot write {}", self.describe(key)),
-                        describe_sdk_error(&e),
-                    )
-                }
-            })?;
-        Ok(())
-    }
-
-    pub(super) async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => {
-                return Err(Error::storage(
-                    &format!("cannot read {}", self.describe(key)),
-                    describe_sdk_error(&e),
-                ))
-            }
-        };
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::storage(&format!("cannot read {}", self.describe(key)), e))?;
-        Ok(Some(data.into_bytes()))
-    }
-
-    pub(super) async fn exists(&self, key: &str) -> Result<bool, Error> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
-            Err(e) => Err(Error::storage(
-                &format!("cannot check {}", self.describe(key)),
-                describe_sdk_error(&e),
-            )),
-        }
-    }
-
-    pub(super) async fn delete(&self, key: &str) -> Result<(), Error> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                Error::storage(
-                    &format!("cannot delete {}", self.describe(key)),
-                    describe_sdk_error(&e),
-                )
-            })?;
-        Ok(())
-    }
-
-    pub(super) async fn open(&self, key: &str) -> Result<(ObjectReader, Option<u64>), Error> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    Error::Integrity(format!(
-                        "backup object {} does not exist",
-                        self.describe(key)
-                    ))
-                } else {
-                    Error::storage(
-                        &format!("cannot read {}", self.describe(key)),
-                        describe_sdk_error(&e),
-                    )
-                }
-            })?;
-        let size = out.content_length().and_then(|n| u64::try_from(n).ok());
-        Ok((Box::new(out.body.into_async_read()), size))
-    }
-
-    pub(super) fn upload(&self, key: &str, concurrency: usize, mode: WriteMode) -> MultipartUpload {
-        MultipartUpload {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
-            mode,
-            upload_id: None,
-            next_part: 1,
-            max_in_flight: concurrency.max(1),
-            in_flight: JoinSet::new(),
-            done: Vec::new(),
-            sent: 0,
-        }
+    fn count(&self, kind: RequestKind) {
+        self.requests.count(kind);
     }
 
     /// Checks what the store holds at `key` after a write: its size, and its ETag against the
@@ -250,6 +108,7 @@ impl S3Backend {
         sent: u64,
         expected_etag: &str,
     ) -> Result<Option<String>, Error> {
+        self.count(RequestKind::Head);
         let head = self
             .client
             .head_object()
@@ -294,10 +153,306 @@ impl S3Backend {
             self.describe(key)
         )))
     }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn describe(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    async fn preflight(&self) -> Result<(), Error> {
+        self.count(RequestKind::Head);
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                Err(Error::Storage(match status {
+                    Some(404) => format!(
+                        "bucket {:?} does not exist: create it or fix STORAGE_BUCKET",
+                        self.bucket
+                    ),
+                    Some(403) | Some(401) => format!(
+                        "access to bucket {:?} denied: check STORAGE_ACCESS_KEY_ID / STORAGE_SECRET_ACCESS_KEY and the bucket policy",
+                        self.bucket
+                    ),
+                    _ => format!(
+                        "cannot reach bucket {:?}: {} (check STORAGE_ENDPOINT and the network)",
+                        self.bucket,
+                        describe_sdk_error(&e)
+                    ),
+                }))
+            }
+        }
+    }
+
+    /// Writes a small object in one request; with `WriteMode::Create`, only if nothing is at
+    /// `key` yet (`If-None-Match: *`, with a HEAD check first for stores that ignore it).
+    async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<(), Error> {
+        if mode == WriteMode::Create && self.head(key).await?.is_some() {
+            return Err(exists_error(&self.describe(key)));
+        }
+        self.count(RequestKind::Put);
+        let digest = Md5::digest(&body);
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(body.len() as i64)
+            .content_md5(base64_md5(&digest));
+        if mode == WriteMode::Create {
+            request = request.if_none_match("*");
+        }
+        request
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                if is_precondition_failed(&e) {
+                    exists_error(&self.describe(key))
+                } else {
+                    Error::storage(
+                        &format!("cannot write {}", self.describe(key)),
+                        describe_sdk_error(&e),
+                    )
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+        self.count(RequestKind::Get);
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => {
+                return Err(Error::storage(
+                    &format!("cannot read {}", self.describe(key)),
+                    describe_sdk_error(&e),
+                ))
+            }
+        };
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::storage(&format!("cannot read {}", self.describe(key)), e))?;
+        Ok(Some(data.into_bytes()))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, Error> {
+        self.count(RequestKind::Head);
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: out
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                last_modified: to_utc(out.last_modified()),
+                version: out.e_tag().unwrap_or("").trim_matches('"').to_string(),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(Error::storage(
+                &format!("cannot check {}", self.describe(key)),
+                describe_sdk_error(&e),
+            )),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, Error> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.count(RequestKind::List);
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::storage(
+                        &format!("cannot list {}", self.describe(prefix)),
+                        describe_sdk_error(&e),
+                    )
+                })?;
+            for o in out.contents() {
+                let Some(key) = o.key() else { continue };
+                found.push(ObjectMeta {
+                    key: key.to_string(),
+                    size: o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                    last_modified: to_utc(o.last_modified()),
+                    version: o.e_tag().unwrap_or("").trim_matches('"').to_string(),
+                });
+            }
+            // Never assume one page: follow the continuation token while the store says the
+            // listing is truncated.
+            match (out.is_truncated(), out.next_continuation_token()) {
+                (Some(true), Some(next)) if !next.is_empty() => token = Some(next.to_string()),
+                (Some(true), _) => {
+                    return Err(Error::Storage(format!(
+                        "the listing of {} is truncated but the store gave no continuation token",
+                        self.describe(prefix)
+                    )))
+                }
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<UploadMeta>, Error> {
+        let mut found = Vec::new();
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        loop {
+            self.count(RequestKind::List);
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(markers.0.take())
+                .set_upload_id_marker(markers.1.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::storage(
+                        &format!(
+                            "cannot list the incomplete uploads under {}",
+                            self.describe(prefix)
+                        ),
+                        describe_sdk_error(&e),
+                    )
+                })?;
+            for u in out.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                found.push(UploadMeta {
+                    key: key.to_string(),
+                    upload_id: id.to_string(),
+                    initiated: to_utc(u.initiated()),
+                });
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            let next = (
+                out.next_key_marker().map(str::to_string),
+                out.next_upload_id_marker().map(str::to_string),
+            );
+            if next.0.is_none() {
+                return Err(Error::Storage(format!(
+                    "the listing of incomplete uploads under {} is truncated but the store gave no marker",
+                    self.describe(prefix)
+                )));
+            }
+            markers = next;
+        }
+        found.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        Ok(found)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.count(RequestKind::Delete);
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::storage(
+                    &format!("cannot delete {}", self.describe(key)),
+                    describe_sdk_error(&e),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectReader, Option<u64>), Error> {
+        self.count(RequestKind::Get);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(
+                range
+                    .as_ref()
+                    .map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1))),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    Error::Integrity(format!(
+                        "backup object {} does not exist",
+                        self.describe(key)
+                    ))
+                } else {
+                    Error::storage(
+                        &format!("cannot read {}", self.describe(key)),
+                        describe_sdk_error(&e),
+                    )
+                }
+            })?;
+        // The whole object's size: from Content-Range for a ranged read.
+        let size = match out.content_range() {
+            Some(cr) => cr.rsplit('/').next().and_then(|n| n.parse().ok()),
+            None => out.content_length().and_then(|n| u64::try_from(n).ok()),
+        };
+        Ok((Box::new(out.body.into_async_read()), size))
+    }
+
+    fn start_upload(
+        &self,
+        key: &str,
+        concurrency: usize,
+        mode: WriteMode,
+    ) -> Box<dyn MultipartUpload> {
+        Box::new(S3Upload {
+            store: self.clone(),
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            mode,
+            upload_id: None,
+            next_part: 1,
+            max_in_flight: concurrency.max(1),
+            in_flight: JoinSet::new(),
+            done: Vec::new(),
+            sent: 0,
+        })
+    }
 
     /// Proves the credentials may write at `key` without leaving anything behind: starts a
     /// multipart upload there and aborts it.
-    pub(super) async fn probe_write(&self, key: &str) -> Result<(), Error> {
+    async fn probe_write(&self, key: &str) -> Result<(), Error> {
+        self.count(RequestKind::Multipart);
         let out = self
             .client
             .create_multipart_upload()
@@ -322,25 +477,39 @@ impl S3Backend {
                 ))
             })?;
         match out.upload_id() {
-            Some(id) => self.abort(key, id).await,
+            Some(id) => self.abort_upload(key, id).await,
             None => Err(Error::Storage("the store returned no upload id".into())),
         }
     }
 
-    pub(super) async fn abort(&self, key: &str, upload_id: &str) -> Result<(), Error> {
-        self.client
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), Error> {
+        self.count(RequestKind::Multipart);
+        match self
+            .client
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
             .send()
             .await
-            .map_err(|e| Error::storage("abort multipart upload", describe_sdk_error(&e)))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // Already gone (aborted by an earlier attempt whose answer was lost, or completed).
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
+            Err(e) => Err(Error::storage(
+                "abort multipart upload",
+                describe_sdk_error(&e),
+            )),
+        }
+    }
+
+    fn requests(&self) -> RequestCounts {
+        self.requests.snapshot()
     }
 }
 
-pub(super) struct MultipartUpload {
+struct S3Upload {
+    store: S3Store,
     client: Client,
     bucket: String,
     key: String,
@@ -397,7 +566,7 @@ where
 }
 
 /// Removes an object that was committed but does not hold what was sent; returns the error.
-async fn remove_bad_object(backend: &S3Backend, key: &str, mismatch: String) -> Error {
+async fn remove_bad_object(backend: &S3Store, key: &str, mismatch: String) -> Error {
     match backend.delete(key).await {
         Ok(()) => {
             tracing::warn!(object = %backend.describe(key), "removed the object the store got wrong")
@@ -409,12 +578,22 @@ async fn remove_bad_object(backend: &S3Backend, key: &str, mismatch: String) -> 
     Error::Storage(mismatch)
 }
 
-impl MultipartUpload {
-    /// Queues a part. Returns the upload id when this call created the multipart upload, so the
-    /// caller can register it for abort.
-    pub(super) async fn part(&mut self, data: Bytes) -> Result<Option<String>, Error> {
+impl S3Upload {
+    async fn join_one(&mut self) -> Result<(), Error> {
+        if let Some(joined) = self.in_flight.join_next().await {
+            let part = joined.map_err(|e| Error::Internal(format!("part upload task: {e}")))??;
+            self.done.push(part);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for S3Upload {
+    async fn put_part(&mut self, data: Bytes) -> Result<Option<String>, Error> {
         let mut created = None;
         if self.upload_id.is_none() {
+            self.store.count(RequestKind::Multipart);
             let out = self
                 .client
                 .create_multipart_upload()
@@ -443,6 +622,7 @@ impl MultipartUpload {
             self.join_one().await?;
         }
         let number = self.next_part;
+        self.store.count(RequestKind::Multipart);
         self.next_part += 1;
         self.sent += data.len() as u64;
         let request = self
@@ -478,9 +658,7 @@ impl MultipartUpload {
         Ok(created)
     }
 
-    /// Resolves with the first failed part upload; never while the parts in flight succeed.
-    /// Cancel-safe, so it can race the dump stream.
-    pub(super) async fn failure(&mut self) -> Error {
+    async fn failure(&mut self) -> Error {
         while !self.in_flight.is_empty() {
             if let Err(e) = self.join_one().await {
                 return e;
@@ -489,22 +667,11 @@ impl MultipartUpload {
         std::future::pending().await
     }
 
-    async fn join_one(&mut self) -> Result<(), Error> {
-        if let Some(joined) = self.in_flight.join_next().await {
-            let part = joined.map_err(|e| Error::Internal(format!("part upload task: {e}")))??;
-            self.done.push(part);
-        }
-        Ok(())
-    }
-
     /// Sends the last part and completes; an object smaller than one part is sent in a single
-    /// request. Then checks what the store holds against what was sent. Returns the upload id
-    /// that is now finished, if any.
-    pub(super) async fn complete(
-        mut self,
-        backend: &S3Backend,
-        last: Bytes,
-    ) -> Result<Committed, Error> {
+    /// request. Then checks what the store holds against what was sent.
+    async fn complete(mut self: Box<Self>, last: Bytes) -> Result<Option<String>, Error> {
+        let backend = self.store.clone();
+        let backend = &backend;
         let location = format!("s3://{}/{}", self.bucket, self.key);
         if self.upload_id.is_none() {
             let len = last.len() as u64;
@@ -513,10 +680,10 @@ impl MultipartUpload {
             if let Some(mismatch) = backend.check_stored(&self.key, len, &etag).await? {
                 return Err(remove_bad_object(backend, &self.key, mismatch).await);
             }
-            return Ok(Committed { finished: None });
+            return Ok(None);
         }
         if !last.is_empty() {
-            self.part(last).await?;
+            self.put_part(last).await?;
         }
         while !self.in_flight.is_empty() {
             self.join_one().await?;
@@ -524,10 +691,11 @@ impl MultipartUpload {
         self.done.sort_by_key(|p| p.part.part_number());
         let expected = multipart_etag(&self.done.iter().map(|p| p.md5).collect::<Vec<_>>());
         let upload_id = self.upload_id.clone().unwrap_or_default();
-        if self.mode == WriteMode::Create && backend.exists(&self.key).await? {
+        if self.mode == WriteMode::Create && backend.head(&self.key).await?.is_some() {
             return Err(exists_error(&location));
         }
         let parts = self.done.drain(..).map(|p| p.part).collect();
+        backend.count(RequestKind::Multipart);
         let mut request = self
             .client
             .complete_multipart_upload()
@@ -560,9 +728,7 @@ impl MultipartUpload {
         {
             return Err(remove_bad_object(backend, &self.key, mismatch).await);
         }
-        Ok(Committed {
-            finished: Some(upload_id),
-        })
+        Ok(Some(upload_id))
     }
 }
 

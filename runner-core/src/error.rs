@@ -37,6 +37,9 @@ pub enum Error {
     /// The backup would not be an exact copy and `STRICT_FIDELITY` forbids it.
     #[error("the backup would not be exact (STRICT_FIDELITY=true): {0}")]
     Loss(String),
+    /// `check`: the newest complete backup is older than `CHECK_MAX_AGE`, or there is none.
+    #[error("backups are stale: {0}")]
+    Stale(String),
     #[error("interrupted by {0}: the job was stopped before it finished")]
     Interrupted(&'static str),
     #[error("internal error: {0}")]
@@ -54,6 +57,7 @@ impl Error {
             Error::Tool { .. } | Error::Loss(_) | Error::Stalled(_) => ExitCode::ToolFailed,
             Error::Conflict(_) => ExitCode::Conflict,
             Error::Integrity(_) => ExitCode::Integrity,
+            Error::Stale(_) => ExitCode::Stale,
             Error::Interrupted("SIGINT") => ExitCode::InterruptedInt,
             Error::Interrupted(_) => ExitCode::InterruptedTerm,
             Error::Internal(_) => ExitCode::Internal,
@@ -73,6 +77,7 @@ impl Error {
             Error::Loss(m) => Error::Loss(add(m)),
             Error::Conflict(m) => Error::Conflict(add(m)),
             Error::Stalled(m) => Error::Stalled(add(m)),
+            Error::Stale(m) => Error::Stale(add(m)),
             Error::Internal(m) => Error::Internal(add(m)),
             Error::Tool {
                 tool,
@@ -116,6 +121,9 @@ pub enum ExitCode {
     /// A backup is already at the key and `BACKUP_OVERWRITE` is not set, or another job wrote
     /// the same key meanwhile: do not retry with the same `BACKUP_PATH`.
     Conflict = 9,
+    /// `check`: the newest complete backup is older than `CHECK_MAX_AGE`, or there is none:
+    /// alert; retrying does not help until a backup succeeds.
+    Stale = 10,
     /// Stopped by SIGINT (128 + 2).
     InterruptedInt = 130,
     /// Stopped by SIGTERM (128 + 15), as `docker stop`, Kubernetes and Cloud Run send.
@@ -147,6 +155,7 @@ mod tests {
             },
             Error::Integrity(String::new()),
             Error::Conflict(String::new()),
+            Error::Stale(String::new()),
             Error::Interrupted("SIGINT"),
             Error::Interrupted("SIGTERM"),
             Error::Internal(String::new()),

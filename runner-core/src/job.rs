@@ -8,6 +8,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::callback::{Notifier, Status};
+use crate::catalog;
 use crate::config::{read_callback, Config, Operation};
 use crate::engine::Engine;
 use crate::env::EnvReader;
@@ -83,7 +84,8 @@ fn usage(info: &crate::engine::EngineInfo) -> String {
     format!(
         "Backs up or restores one {db} database, streaming through compression into object storage.\n\
          Configured by environment variables (see the README for all of them):\n\
-         \n  OPERATION_TYPE   backup (default) | restore | verify (BACKUP_PATH; VERIFY_RESTORE=true also restores)\
+         \n  OPERATION_TYPE   backup (default) | restore | verify (BACKUP_PATH=<key>|latest; VERIFY_RESTORE=true also restores)\
+         \n                   | list | prune (KEEP_LAST, KEEP_DAILY, …, RETENTION_DAYS, PRUNE_DRY_RUN) | check (CHECK_MAX_AGE)\
          \n  DATABASE_URL     {scheme}://user:password@host:{port}/dbname  (or DB_HOST, DB_PORT, DB_NAME, DB_USERNAME, DB_PASSWORD[_FILE])\
          \n  STORAGE_TYPE     local (default, STORAGE_LOCAL_DIR=./backups) | s3 | minio | r2 | gcs | …\
          \n  STORAGE_BUCKET, STORAGE_ENDPOINT, STORAGE_REGION, STORAGE_ACCESS_KEY_ID, STORAGE_SECRET_ACCESS_KEY[_FILE]\
@@ -133,18 +135,25 @@ async fn report_config_failure(
         return;
     };
     let job_id = env.string("JOB_ID").unwrap_or_else(|| "unknown".into());
-    let operation = match env.string("OPERATION_TYPE").as_deref() {
-        Some(op) if op.eq_ignore_ascii_case("restore") => "restore",
-        Some(op) if op.eq_ignore_ascii_case("verify") => "verify",
-        _ => "backup",
-    };
+    let operation = env
+        .string("OPERATION_TYPE")
+        .and_then(|op| {
+            Operation::ALL
+                .into_iter()
+                .find(|o| o.as_str().eq_ignore_ascii_case(&op))
+        })
+        .unwrap_or(Operation::Backup)
+        .as_str();
     Notifier::new(Some(callback), &job_id, operation, engine)
         .status(Status::Failed, &err.to_string())
         .await;
 }
 
 enum Outcome {
-    Backup(Manifest),
+    /// The manifest, and what the prune after it reported (when a policy is set).
+    Backup(Manifest, Option<serde_json::Value>),
+    /// A catalog operation: list, prune, check.
+    Report(catalog::Report),
     Restore(Manifest),
     /// The manifest, and the scratch database it was restored into (`VERIFY_RESTORE`).
     Verified(Manifest, Option<String>),
@@ -191,13 +200,42 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
         Err(e) => return fail(&notifier, None, e).await,
     };
     let work = async {
-        if op == Operation::Backup {
+        if op == Operation::Backup || op.is_catalog() {
             storage.preflight().await?;
         }
+        match op {
+            Operation::List => {
+                return Ok(Outcome::Report(
+                    catalog::list(&storage, &cfg, info.name).await?,
+                ))
+            }
+            Operation::Prune => {
+                return Ok(Outcome::Report(
+                    catalog::prune_operation(&storage, &cfg, info.name).await?,
+                ))
+            }
+            Operation::Check => {
+                return Ok(Outcome::Report(
+                    catalog::check(&storage, &cfg, info.name).await?,
+                ))
+            }
+            _ => {}
+        }
+        let resolved;
+        let cfg = if cfg.latest {
+            let key = catalog::resolve_latest(&storage, &cfg, info.name).await?;
+            resolved = Config {
+                backup_path: Some(key),
+                ..cfg.clone()
+            };
+            &resolved
+        } else {
+            &cfg
+        };
         let progress = Progress::default();
         let mut verified = None;
         if op == Operation::Verify {
-            let manifest = verify(&cfg, &storage, &progress).await?;
+            let manifest = verify(cfg, &storage, &progress).await?;
             if !cfg.verify_restore {
                 return Ok(Outcome::Verified(manifest, None));
             }
@@ -234,23 +272,33 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
         );
         let _ticker = progress.report_every(cfg.progress_interval, op.as_str());
         Ok(match op {
-            Operation::Backup => Outcome::Backup(
-                pipeline::backup(&engine, &cfg, &storage, &server, &progress).await?,
-            ),
+            Operation::Backup => {
+                let m = pipeline::backup(&engine, cfg, &storage, &server, &progress).await?;
+                drop(_ticker);
+                let pruned =
+                    catalog::prune_after_backup(&storage, cfg, info.name, &m.database).await;
+                Outcome::Backup(m, pruned)
+            }
             Operation::Restore => {
                 let verify_first = cfg.verify_first.unwrap_or(!engine.restore_is_atomic());
                 Outcome::Restore(
-                    pipeline::restore(&engine, &cfg, &storage, &server, &progress, verify_first)
+                    pipeline::restore(&engine, cfg, &storage, &server, &progress, verify_first)
                         .await?
                         .manifest,
                 )
             }
             Operation::Verify => {
-                pipeline::restore(&engine, &cfg, &storage, &server, &progress, false).await?;
+                pipeline::restore(&engine, cfg, &storage, &server, &progress, false).await?;
                 Outcome::Verified(
                     verified.expect("verified before restoring"),
                     Some(cfg.db.name.clone()),
                 )
+            }
+            Operation::List | Operation::Prune | Operation::Check => {
+                return Err(Error::Internal(format!(
+                    "{} reached the database",
+                    op.as_str()
+                )))
             }
         })
     };
@@ -267,7 +315,18 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
 
     let elapsed = started.elapsed();
     match result {
-        Ok(Outcome::Backup(m)) => {
+        Ok(Outcome::Report(report)) => {
+            tracing::info!(
+                phase = "done",
+                duration_ms = elapsed.as_millis() as u64,
+                "{}",
+                report.message
+            );
+            notifier.metadata(report.metadata).await;
+            notifier.status(Status::Success, &report.message).await;
+            ExitCode::Success
+        }
+        Ok(Outcome::Backup(m, pruned)) => {
             let peak_rss = peak_rss_bytes();
             let location = storage.describe(&m.object_key);
             let message = format!(
@@ -305,6 +364,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     "database": m.database,
                     "expires_at": m.expires_at,
                     "warnings": m.warnings,
+                    "prune": pruned,
                 }))
                 .await;
             notifier.status(Status::Success, &message).await;

@@ -43,7 +43,7 @@ pub fn backup_key(
 }
 
 /// Keeps keys portable across stores: letters, digits, `.`, `_`, `-`; anything else becomes `_`.
-fn sanitize(s: &str) -> String {
+pub fn sanitize(s: &str) -> String {
     let cleaned: String = s
         .chars()
         .map(|c| {

@@ -5,6 +5,7 @@
 //! [`job::main`].
 
 pub mod callback;
+pub mod catalog;
 pub mod checks;
 pub mod codec;
 pub mod config;

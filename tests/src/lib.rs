@@ -1,7 +1,7 @@
 //! Fixtures for end-to-end tests of backup-runner.
 //!
 //! Every fixture runs a real server as a local process (PostgreSQL, moto's
-//! S3 server) or in-process on its own thread (the callback receiver), bound
+//! and s3s-fs's S3 servers) or in-process on its own thread (the callback receiver), bound
 //! to 127.0.0.1 on a free port, and tears it down on drop.
 
 mod callback;
@@ -15,10 +15,12 @@ pub mod proxy;
 pub mod redis_client;
 pub mod redis_sample;
 mod s3;
+mod s3s;
 pub mod scenario;
 mod util;
 
 pub use callback::{CallbackReceiver, Recorded};
 pub use postgres::{psql, PgServer};
 pub use s3::{S3Api, S3Server};
+pub use s3s::S3sServer;
 pub use util::{free_port, workspace_root};

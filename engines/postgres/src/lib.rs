@@ -172,7 +172,7 @@ impl Engine for Postgres {
     async fn preflight(&self, db: &DbConfig, operation: Operation) -> Result<ServerInfo, Error> {
         let program = match operation {
             Operation::Backup => "pg_dump",
-            Operation::Restore | Operation::Verify => "pg_restore",
+            _ => "pg_restore",
         };
         let client = self.client_version(program).await?;
         let server = match self.query_server(db, &db.name).await {

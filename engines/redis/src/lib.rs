@@ -269,7 +269,7 @@ fn dump_report(mode: &str, reason: String, summary: Option<stream::Summary>) -> 
 fn cluster_refusal(server: &Server, operation: Operation) -> Error {
     let what = match operation {
         Operation::Backup => "a backup of one node holds only the hash slots that node serves (one shard of the cluster), and backing up a whole Redis Cluster is not supported: back up a standalone (non-cluster) server",
-        Operation::Restore | Operation::Verify => "restoring into a cluster node is not supported (it refuses the keys of hash slots other nodes serve): restore into a standalone (non-cluster) server",
+        _ => "restoring into a cluster node is not supported (it refuses the keys of hash slots other nodes serve): restore into a standalone (non-cluster) server",
     };
     Error::Incompatible(format!(
         "{} runs in cluster mode (INFO cluster: cluster_enabled:1): {what}",
@@ -487,7 +487,7 @@ impl Engine for Redis {
                 }
                 Some(format)
             }
-            Operation::Restore | Operation::Verify => None,
+            _ => None,
         };
         Ok(ServerInfo {
             server_version: server.describe(),

@@ -14,12 +14,14 @@ use crate::engine::EngineInfo;
 use crate::env::EnvReader;
 use crate::secret::Secret;
 
+mod catalog;
 mod db;
 mod duration;
 mod names;
 mod storage;
 mod url;
 
+pub use catalog::{CatalogConfig, DEFAULT_PRUNE_GRACE};
 pub use duration::parse_age;
 pub use names::CONDITIONALLY_READ;
 pub use storage::{HostInfo, DEFAULT_LOCAL_DIR};
@@ -31,6 +33,12 @@ pub enum Operation {
     /// Checks a backup end to end (manifest, checksum, decompression) without restoring it, or
     /// also restores it into a scratch database with `VERIFY_RESTORE=true`.
     Verify,
+    /// Lists the backups under the prefix, newest first, and what is there but is not a backup.
+    List,
+    /// Applies the retention policy to one database's backups.
+    Prune,
+    /// Fails when the newest complete backup is older than `CHECK_MAX_AGE`.
+    Check,
 }
 
 impl Operation {
@@ -39,9 +47,29 @@ impl Operation {
             Operation::Backup => "backup",
             Operation::Restore => "restore",
             Operation::Verify => "verify",
+            Operation::List => "list",
+            Operation::Prune => "prune",
+            Operation::Check => "check",
         }
     }
+
+    pub const ALL: [Operation; 6] = [
+        Operation::Backup,
+        Operation::Restore,
+        Operation::Verify,
+        Operation::List,
+        Operation::Prune,
+        Operation::Check,
+    ];
+
+    /// Whether the operation works on the catalog only, never connecting to a database.
+    pub fn is_catalog(self) -> bool {
+        matches!(self, Operation::List | Operation::Prune | Operation::Check)
+    }
 }
+
+/// `BACKUP_PATH=latest`: the value that selects the newest complete backup.
+pub const LATEST: &str = "latest";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -51,6 +79,11 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `BACKUP_PATH`: the object key (Plan B semantics); derived from `key_prefix` when unset.
     pub backup_path: Option<String>,
+    /// `BACKUP_PATH=latest`: restore or verify the newest complete backup of
+    /// `catalog.source_db` (resolved by the job, which then sets `backup_path`).
+    pub latest: bool,
+    /// Retention, prune, check and the database the catalog operations consider.
+    pub catalog: CatalogConfig,
     pub key_prefix: Option<String>,
     pub retention_days: Option<u32>,
     pub compression: Compression,
@@ -202,31 +235,63 @@ impl Config {
         let strict_fidelity = env.bool("STRICT_FIDELITY").unwrap_or(false);
         let overwrite = env.bool("BACKUP_OVERWRITE").unwrap_or(false);
         let stall_timeout = read_stall_timeout(env);
-        // A plain verify reads storage only: the database settings are optional.
-        let db_required = operation != Some(Operation::Verify) || verify_restore;
+        // A plain verify and the catalog operations read storage only: the database settings
+        // are optional.
+        let db_required = match operation {
+            Some(Operation::Verify) => verify_restore,
+            Some(op) => !op.is_catalog(),
+            None => true,
+        };
         let db = db::read_db(env, engine, db_required);
         let allow_ephemeral_local = env.bool("STORAGE_LOCAL_ALLOW_EPHEMERAL").unwrap_or(false);
         let check_local =
             (operation == Some(Operation::Backup) && !allow_ephemeral_local).then_some(host);
         let storage = storage::read_storage(env, check_local);
-        let backup_path = read_backup_path(env);
-        if let Some(op @ (Operation::Restore | Operation::Verify)) = operation {
-            if backup_path.is_none() {
-                env.problem(
+        let mut backup_path = read_backup_path(env);
+        let latest = backup_path
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case(LATEST));
+        match operation {
+            Some(op @ (Operation::Restore | Operation::Verify)) if backup_path.is_none() => env
+                .problem(
                     "BACKUP_PATH",
                     format!(
                         "is required for OPERATION_TYPE={}: the object key of the backup \
-                         (the backup logs it and reports it as metadata.object_key)",
+                         (the backup logs it and reports it as metadata.object_key), or \
+                         latest for the newest complete backup",
                         op.as_str()
                     ),
-                );
-            }
+                ),
+            Some(op) if latest && !matches!(op, Operation::Restore | Operation::Verify) => env
+                .problem(
+                    "BACKUP_PATH",
+                    format!(
+                        "latest selects a backup to restore or verify; OPERATION_TYPE={} does not take it: unset BACKUP_PATH",
+                        op.as_str()
+                    ),
+                ),
+            _ => {}
+        }
+        if latest {
+            backup_path = None;
         }
         let key_prefix = env
             .string("STORAGE_PREFIX")
             .map(|p| p.trim_matches('/').to_string())
             .filter(|p| !p.is_empty());
         let retention_days = env.int_in::<u32>("RETENTION_DAYS", 0, 36500, "days to keep");
+        let catalog = catalog::read_catalog(
+            env,
+            operation,
+            db.as_ref().map(|d| d.name.as_str()),
+            retention_days,
+        );
+        if latest && catalog.source_db.is_none() && operation == Some(Operation::Restore) {
+            env.problem(
+                "SOURCE_DB_NAME",
+                "BACKUP_PATH=latest needs the database whose backups to choose from: set SOURCE_DB_NAME (or DB_NAME)",
+            );
+        }
         let compression = read_compression(env);
         let callback = read_callback(env);
         let progress_interval = match env.int_in::<u64>(
@@ -250,6 +315,8 @@ impl Config {
             db,
             storage: storage?,
             backup_path,
+            latest,
+            catalog,
             key_prefix,
             retention_days,
             compression: compression?,
@@ -283,13 +350,9 @@ fn generated_job_id() -> String {
 }
 
 fn read_operation(env: &mut EnvReader<'_>) -> Option<Operation> {
-    match env
-        .choice("OPERATION_TYPE", &["backup", "restore", "verify"])
-        .as_deref()
-    {
-        Some("restore") => Some(Operation::Restore),
-        Some("verify") => Some(Operation::Verify),
-        Some(_) => Some(Operation::Backup),
+    let names = Operation::ALL.map(Operation::as_str);
+    match env.choice("OPERATION_TYPE", &names) {
+        Some(op) => Operation::ALL.into_iter().find(|o| o.as_str() == op),
         None if env.is_set("OPERATION_TYPE") => None,
         None => Some(Operation::Backup),
     }

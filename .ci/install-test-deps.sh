@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests (tests/, package `harness`) need on a
-# Debian bookworm machine: the PostgreSQL server and client from Debian, and
-# moto's S3 server from PyPI. Meant to run as root; idempotent (whatever is
-# already there and working is left alone).
+# Debian bookworm machine: the PostgreSQL server and client from Debian,
+# moto's S3 server from PyPI, and s3s-fs's S3 server from crates.io. Meant to
+# run as root; idempotent (whatever is already there and working is left alone).
 #
 # The tests start their own throwaway clusters with initdb/pg_ctl; they never
 # use the package's default cluster, which this script keeps stopped.
@@ -141,4 +141,37 @@ else
         exit 1
     fi
     log "moto: installed ($(moto_cmd))"
+fi
+
+# --- s3s-fs: an S3 server over a directory ------------------------------------
+
+# The storage conformance suite (tests/tests/storage_conformance.rs) runs against it as well as
+# moto: it checks request signatures and stores objects as files. The binary is behind the
+# crate's `binary` feature. 0.14.x builds with this toolchain (Rust 1.95); newer releases may
+# need a newer one. Building it took 3m04s wall (3m21s user) on this 2-core machine while another
+# cargo build shared it; it is skipped once the right version is on PATH or in ~/.cargo/bin.
+S3S_FS_VERSION=0.14.1
+s3s_fs_bin() {
+    if command -v s3s-fs >/dev/null 2>&1; then
+        command -v s3s-fs
+    elif [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+        echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+    fi
+}
+s3s_fs_ok() {
+    local bin
+    bin=$(s3s_fs_bin)
+    [ -n "$bin" ] && "$bin" --version 2>/dev/null | grep -qx "s3s-fs $S3S_FS_VERSION"
+}
+
+if s3s_fs_ok; then
+    log "s3s-fs: already installed ($(s3s_fs_bin))"
+else
+    log "installing s3s-fs $S3S_FS_VERSION with cargo (a few minutes)"
+    cargo install --quiet --locked --features binary --version "$S3S_FS_VERSION" s3s-fs
+    if ! s3s_fs_ok; then
+        log "error: s3s-fs $S3S_FS_VERSION is not runnable after installing"
+        exit 1
+    fi
+    log "s3s-fs: installed ($(s3s_fs_bin))"
 fi

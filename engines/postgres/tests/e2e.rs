@@ -152,10 +152,25 @@ async fn s3_backup_restore_round_trip_with_callbacks() {
         "{key}"
     );
 
-    // The object, its manifest, and nothing else; no multipart upload left behind.
+    // The object, its manifest, and the catalog index the retention pass after the backup
+    // (RETENTION_DAYS) wrote; no multipart upload left behind.
     let mut keys = s3.list_keys(BUCKET).await.unwrap();
     keys.sort();
-    assert_eq!(keys, [key.clone(), format!("{key}.manifest.json")]);
+    assert_eq!(
+        keys,
+        [
+            ".backup-runner/catalog.json".to_string(),
+            key.clone(),
+            format!("{key}.manifest.json")
+        ]
+    );
+    assert!(
+        calls[1].body["metadata"]["prune"]["kept"][0]["reasons"]
+            .to_string()
+            .contains("within"),
+        "{}",
+        calls[1].body["metadata"]
+    );
     assert!(s3.list_multipart_uploads(BUCKET).await.unwrap().is_empty());
     let object = s3.get(BUCKET, &key).await.unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(

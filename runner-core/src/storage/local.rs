@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,11 +26,18 @@ const PROBE_PREFIX: &str = ".write-probe-";
 
 pub struct LocalStore {
     dir: PathBuf,
-    requests: RequestCounter,
+    requests: Arc<RequestCounter>,
 }
 
 fn io_error(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::storage(&context, e)
+}
+
+/// Whether an error means no object is at the path: nothing is there, a directory is (the key is
+/// only a prefix of other keys), or the path runs through a file (a key under an object's key).
+fn is_absent(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{IsADirectory, NotADirectory, NotFound};
+    matches!(e.kind(), NotFound | IsADirectory | NotADirectory)
 }
 
 fn modified(meta: &std::fs::Metadata) -> DateTime<Utc> {
@@ -56,7 +64,7 @@ impl LocalStore {
     pub fn new(dir: PathBuf) -> LocalStore {
         LocalStore {
             dir,
-            requests: RequestCounter::default(),
+            requests: Arc::default(),
         }
     }
 
@@ -234,7 +242,7 @@ impl ObjectStore for LocalStore {
         let path = self.path(key)?;
         match fs::read(&path).await {
             Ok(data) => Ok(Some(Bytes::from(data))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(Error::storage(
                 &format!("cannot read {}", path.display()),
                 e,
@@ -250,14 +258,20 @@ impl ObjectStore for LocalStore {
         self.requests.count(RequestKind::Get);
         let path = self.path(key)?;
         let ctx = format!("cannot read {}", path.display());
+        let missing =
+            || Error::Integrity(format!("backup object {} does not exist", path.display()));
         let mut file = File::open(&path).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Integrity(format!("backup object {} does not exist", path.display()))
+            if is_absent(&e) {
+                missing()
             } else {
                 Error::storage(&ctx, e)
             }
         })?;
-        let size = file.metadata().await.ok().map(|m| m.len());
+        let meta = file.metadata().await.ok();
+        if meta.as_ref().is_some_and(|m| m.is_dir()) {
+            return Err(missing());
+        }
+        let size = meta.map(|m| m.len());
         match range {
             None => Ok((Box::new(BufReader::with_capacity(1 << 20, file)), size)),
             Some(r) => {
@@ -276,7 +290,7 @@ impl ObjectStore for LocalStore {
         match fs::metadata(&path).await {
             Ok(m) if m.is_file() => Ok(Some(object_meta(key.to_string(), &m))),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(Error::storage(
                 &format!("cannot check {}", path.display()),
                 e,
@@ -299,7 +313,7 @@ impl ObjectStore for LocalStore {
         let path = self.path(key)?;
         match fs::remove_file(&path).await {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(Error::storage(
                 &format!("cannot delete {}", path.display()),
                 e,
@@ -314,6 +328,7 @@ impl ObjectStore for LocalStore {
         mode: WriteMode,
     ) -> Box<dyn MultipartUpload> {
         Box::new(LocalUpload {
+            requests: Arc::clone(&self.requests),
             target: self.path(key),
             mode,
             file: None,
@@ -403,6 +418,9 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 struct LocalUpload {
+    /// The store's counter: creating the file, each part and the commit count as multipart
+    /// requests, as on S3.
+    requests: Arc<RequestCounter>,
     target: Result<PathBuf, Error>,
     mode: WriteMode,
     /// The open temporary file, its path and its upload id.
@@ -424,6 +442,7 @@ impl MultipartUpload for LocalUpload {
     async fn put_part(&mut self, data: Bytes) -> Result<Option<String>, Error> {
         let mut created = None;
         if self.file.is_none() {
+            self.requests.count(RequestKind::Multipart);
             let target = self.target()?;
             let upload_id = new_upload_id();
             let partial = partial_path(&target, &upload_id);
@@ -437,6 +456,7 @@ impl MultipartUpload for LocalUpload {
             created = Some(upload_id.clone());
             self.file = Some((f, partial, upload_id));
         }
+        self.requests.count(RequestKind::Multipart);
         let (f, partial, _) = self.file.as_mut().expect("opened above");
         f.write_all(&data)
             .await
@@ -454,6 +474,7 @@ impl MultipartUpload for LocalUpload {
         self.put_part(last).await?;
         let target = self.target()?;
         let (mut f, partial, upload_id) = self.file.take().expect("opened by put_part");
+        self.requests.count(RequestKind::Multipart);
         let ctx = format!("cannot write {}", target.display());
         let done = async {
             f.flush().await.map_err(io_error(ctx.clone()))?;

@@ -5,7 +5,7 @@
 //! way: each upload in progress is registered so that any failure path (error, signal) can abort
 //! it, leaving neither a half-written object nor a billed incomplete multipart upload.
 //!
-//! `runner-core/tests/storage_conformance.rs` runs one suite against every backend.
+//! `tests/tests/storage_conformance.rs` (package `harness`) runs one suite against every backend.
 
 mod local;
 mod s3;

@@ -200,8 +200,11 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
         Err(e) => return fail(&notifier, None, e).await,
     };
     let work = async {
-        if op == Operation::Backup || op.is_catalog() {
+        if op == Operation::Backup {
             storage.preflight().await?;
+        }
+        if op.is_catalog() {
+            catalog::preflight(&storage, &cfg).await?;
         }
         match op {
             Operation::List => {
@@ -402,7 +405,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                 m.sha256,
                 human(m.bytes),
                 human(m.raw_bytes),
-                m.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
                 m.server_version,
                 elapsed.as_secs_f64()
             );
@@ -414,7 +417,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     "bytes": m.bytes,
                     "raw_bytes": m.raw_bytes,
                     "sha256": m.sha256,
-                    "taken_at": m.finished_at,
+                    "taken_at": m.started_at,
                     "server_version": m.server_version,
                     "restored_into": scratch,
                 }))

@@ -24,7 +24,9 @@ use crate::error::Error;
 use crate::manifest::{Manifest, MANIFEST_SUFFIX};
 use crate::storage::{ObjectMeta, Storage, WriteMode};
 
-pub use ops::{check, list, prune_after_backup, prune_operation, resolve_latest, Report};
+pub use ops::{
+    check, list, preflight, prune_after_backup, prune_operation, resolve_latest, Report,
+};
 pub use prune::{plan, Plan, Scope};
 
 /// Keys under this folder of the prefix are the runner's own, never backups.

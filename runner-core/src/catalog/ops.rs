@@ -35,6 +35,21 @@ fn scope_name(engine: &str, database: Option<&str>) -> String {
     }
 }
 
+/// Checks the store before a catalog operation. A local directory that does not exist is an
+/// error (a mistyped `STORAGE_LOCAL_DIR` would otherwise list nothing, and a check would say
+/// backups stopped), and is not created.
+pub async fn preflight(storage: &Storage, cfg: &Config) -> Result<(), Error> {
+    if let crate::config::StorageConfig::Local { dir } = &cfg.storage {
+        if !dir.is_dir() {
+            return Err(Error::Storage(format!(
+                "STORAGE_LOCAL_DIR {} does not exist or is not a directory: point it at the directory the backups were written to (a mounted volume)",
+                dir.display()
+            )));
+        }
+    }
+    storage.preflight().await
+}
+
 /// `OPERATION_TYPE=list`: one JSON object per line on stdout, the backups newest first, then what
 /// is under the prefix but is not a backup (`"kind": "not_a_backup"`).
 pub async fn list(storage: &Storage, cfg: &Config, engine: &str) -> Result<Report, Error> {

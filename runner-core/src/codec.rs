@@ -53,40 +53,96 @@ fn compressor<R: Read + Send + 'static>(
     })
 }
 
-/// Compresses `input` (the dump tool's pipe) on a thread of its own and hands the result out as
-/// an async stream. On its own thread, zstd may block while its workers catch up without
-/// stalling the runtime, and it never flushes early: an async encoder flushes whenever its input
-/// is momentarily empty, which with worker threads cuts every job short and waits for all of
-/// them. Dropping the stream stops the thread, which then closes the pipe.
+/// Compresses `input` (the dump tool's pipe) on a thread of its own, then encrypts it when
+/// `encryptor` is given, and hands the result out as an async stream. On its own thread, zstd
+/// may block while its workers catch up without stalling the runtime, and it never flushes
+/// early: an async encoder flushes whenever its input is momentarily empty, which with worker
+/// threads cuts every job short and waits for all of them. Dropping the stream stops the thread,
+/// which then closes the pipe.
 pub fn compress_on_thread<R: Read + Send + 'static>(
     input: R,
     c: Compression,
+    encryptor: Option<age::Encryptor>,
 ) -> io::Result<Compressed> {
     let mut reader = compressor(input, c)?;
     let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
+    let mut sink = crate::crypto::Sink::new(ChunkSender::new(tx.clone()), encryptor)?;
     std::thread::Builder::new()
         .name("compress".into())
-        .spawn(move || loop {
+        .spawn(move || {
             let mut chunk = vec![0u8; CHUNK];
-            let message = match reader.read(&mut chunk) {
-                Ok(0) => Chunk::End,
-                Ok(n) => {
-                    chunk.truncate(n);
-                    Chunk::Data(Bytes::from(chunk))
+            let failed = loop {
+                match reader.read(&mut chunk) {
+                    Ok(0) => break None,
+                    Ok(n) => {
+                        if let Err(e) = sink.write_all(&chunk[..n]) {
+                            break Some(e);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => break Some(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Chunk::Failed(e),
             };
-            let last = !matches!(message, Chunk::Data(_));
-            if tx.blocking_send(message).is_err() || last {
-                return;
-            }
+            let end = match failed {
+                Some(e) => Chunk::Failed(e),
+                None => match sink.finish().and_then(ChunkSender::flush_rest) {
+                    Ok(()) => Chunk::End,
+                    Err(e) => Chunk::Failed(e),
+                },
+            };
+            let _ = tx.blocking_send(end);
         })?;
     Ok(Compressed {
         rx,
         current: Bytes::new(),
         ended: false,
     })
+}
+
+/// Collects what the compressor thread writes into chunks of [`CHUNK`] bytes and sends each to
+/// the pipeline, waiting while [`CHUNKS_QUEUED`] are queued. A closed channel (the pipeline
+/// dropped the stream) is a write error, which stops the thread.
+struct ChunkSender {
+    tx: mpsc::Sender<Chunk>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn new(tx: mpsc::Sender<Chunk>) -> ChunkSender {
+        ChunkSender {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Chunk::Data(Bytes::from(full)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the pipeline stopped"))
+    }
+
+    fn flush_rest(mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+impl io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What the compressor thread hands over. The end of the stream is said explicitly: a thread
@@ -288,6 +344,61 @@ impl<R: Read> Read for Metered<R> {
     }
 }
 
+/// A reader that can be taken back out from under the layers built on it (a decryptor that
+/// does not give its input back): reading through it after [`Detached::take`] sees the end.
+pub struct Detachable<R> {
+    shared: Arc<std::sync::Mutex<Option<R>>>,
+}
+
+/// The handle that takes the reader back.
+pub struct Detached<R> {
+    shared: Arc<std::sync::Mutex<Option<R>>>,
+}
+
+pub fn detachable<R>(inner: R) -> (Detachable<R>, Detached<R>) {
+    let shared = Arc::new(std::sync::Mutex::new(Some(inner)));
+    (
+        Detachable {
+            shared: shared.clone(),
+        },
+        Detached { shared },
+    )
+}
+
+impl<R> Detached<R> {
+    /// Calls `f` on the reader, unless it was taken.
+    pub fn with<T>(&self, f: impl FnOnce(&R) -> T) -> Option<T> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(f)
+    }
+
+    pub fn take(&self) -> Option<R> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Detachable<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Never held across an await: the lock is uncontended.
+        match self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            Some(inner) => Pin::new(inner).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,7 +406,7 @@ mod tests {
 
     async fn compress(data: Vec<u8>, c: Compression) -> Vec<u8> {
         let mut compressed = Vec::new();
-        compress_on_thread(io::Cursor::new(data), c)
+        compress_on_thread(io::Cursor::new(data), c, None)
             .unwrap()
             .read_to_end(&mut compressed)
             .await
@@ -324,7 +435,7 @@ mod tests {
                 threads: 1,
             };
             let mut out = Vec::new();
-            let result = compress_on_thread(PanicsAfterFirstRead(false), c)
+            let result = compress_on_thread(PanicsAfterFirstRead(false), c, None)
                 .unwrap()
                 .read_to_end(&mut out)
                 .await;
@@ -409,7 +520,7 @@ mod tests {
                 threads,
             };
             let mut out = Vec::new();
-            let r = compress_on_thread(Failing(3 << 20), c)
+            let r = compress_on_thread(Failing(3 << 20), c, None)
                 .unwrap()
                 .read_to_end(&mut out)
                 .await;

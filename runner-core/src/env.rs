@@ -27,6 +27,10 @@ pub const RUNNER_PREFIXES: &[&str] = &[
     "JOB_",
     "LOG_",
     "RETENTION_",
+    "KEEP_",
+    "PRUNE_",
+    "CHECK_",
+    "ENCRYPTION_",
     "REDIS_",
     "MYSQL_",
     "POSTGRES_",
@@ -355,7 +359,7 @@ pub fn describe_control(c: char) -> String {
 }
 
 /// Reads a secret file, at most one byte more than [`SECRET_FILE_MAX_BYTES`].
-fn read_secret_file(path: &str) -> Result<String, String> {
+pub(crate) fn read_secret_file(path: &str) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read file {path:?}: {e}"))?;
     let mut bytes = Vec::new();
     file.take(SECRET_FILE_MAX_BYTES + 1)

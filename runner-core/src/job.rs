@@ -156,25 +156,7 @@ enum Outcome {
     Report(catalog::Report),
     Restore(Manifest),
     /// The manifest, and the scratch database it was restored into (`VERIFY_RESTORE`).
-    Verified(Manifest, Option<String>),
-}
-
-/// Checks the backup at `BACKUP_PATH` end to end against its manifest.
-async fn verify(cfg: &Config, storage: &Storage, progress: &Progress) -> Result<Manifest, Error> {
-    let key = cfg
-        .backup_path
-        .as_deref()
-        .ok_or_else(|| Error::Internal("verify without BACKUP_PATH".into()))?;
-    let manifest = pipeline::read_manifest(storage, key).await?;
-    tracing::info!(
-        phase = "verify",
-        object = %storage.describe(key),
-        bytes = manifest.bytes,
-        "checking the backup against its manifest"
-    );
-    let _ticker = progress.report_every(cfg.progress_interval, "verify");
-    pipeline::verify_object(storage, key, &manifest, progress).await?;
-    Ok(manifest)
+    Verified(Manifest, pipeline::Checked, Option<String>),
 }
 
 async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
@@ -238,16 +220,20 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
         let progress = Progress::default();
         let mut verified = None;
         if op == Operation::Verify {
-            let manifest = verify(cfg, &storage, &progress).await?;
+            let (manifest, checked) = pipeline::verify(cfg, &storage, &progress).await?;
             if !cfg.verify_restore {
-                return Ok(Outcome::Verified(manifest, None));
+                return Ok(Outcome::Verified(manifest, checked, None));
             }
             tracing::info!(
                 phase = "verify",
                 "restoring into database {:?} to check the backup loads (VERIFY_RESTORE)",
                 cfg.db.name
             );
-            verified = Some(manifest);
+            verified = Some((manifest, checked));
+        }
+        if matches!(op, Operation::Restore | Operation::Verify) {
+            // An encrypted backup without a key to open it: refused before the database.
+            pipeline::check_keys(cfg, &storage).await?;
         }
         // A verify's restore into the scratch database is a restore.
         let restore_op = if op == Operation::Verify {
@@ -292,10 +278,9 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             }
             Operation::Verify => {
                 pipeline::restore(&engine, cfg, &storage, &server, &progress, false).await?;
-                Outcome::Verified(
-                    verified.expect("verified before restoring"),
-                    Some(cfg.db.name.clone()),
-                )
+                let (manifest, checked) =
+                    verified.ok_or_else(|| Error::Internal("restored before verifying".into()))?;
+                Outcome::Verified(manifest, checked, Some(cfg.db.name.clone()))
             }
             Operation::List | Operation::Prune | Operation::Check => {
                 return Err(Error::Internal(format!(
@@ -393,11 +378,21 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             notifier.status(Status::Success, &message).await;
             ExitCode::Success
         }
-        Ok(Outcome::Verified(m, scratch)) => {
-            let restored = match &scratch {
+        Ok(Outcome::Verified(m, checked, scratch)) => {
+            let mut restored = match &scratch {
                 Some(db) => format!(", and it restores into database {db:?}"),
                 None => String::new(),
             };
+            match (&m.encryption, checked) {
+                (Some(e), pipeline::Checked::StoredBytesOnly) => restored.push_str(&format!(
+                    "; it is encrypted for {} and no key was given, so the stored bytes were checked but not decrypted (set ENCRYPTION_IDENTITY_FILE to check that too)",
+                    e.describe()
+                )),
+                (Some(_), pipeline::Checked::Fully) => {
+                    restored.push_str("; it decrypts and decompresses to the recorded size")
+                }
+                (None, _) => {}
+            }
             let message = format!(
                 "{} backup verified: {} matches its manifest (sha256 {}, {} stored, {} dump, taken {} from {}){restored} in {:.1}s",
                 info.display_name,
@@ -420,6 +415,8 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     "taken_at": m.started_at,
                     "server_version": m.server_version,
                     "restored_into": scratch,
+                    "encrypted": m.encryption.is_some(),
+                    "decrypted": m.encryption.is_some() && checked == pipeline::Checked::Fully,
                 }))
                 .await;
             notifier.status(Status::Success, &message).await;

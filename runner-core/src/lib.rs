@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod checks;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod engine;
 pub mod env;
 pub mod error;

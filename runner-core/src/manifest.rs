@@ -7,7 +7,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::Algorithm;
 
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// The version of a manifest of an unencrypted backup. Readers of version 1 know nothing of
+/// encryption, so an encrypted backup's manifest is version 2: an older runner refuses it
+/// ("use a newer image") instead of decompressing ciphertext.
 pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION_ENCRYPTED: u32 = 2;
+/// The newest version this runner reads.
+pub const MANIFEST_VERSION_MAX: u32 = MANIFEST_VERSION_ENCRYPTED;
 
 pub fn manifest_key(object_key: &str) -> String {
     format!("{object_key}{MANIFEST_SUFFIX}")
@@ -47,6 +53,10 @@ pub struct Manifest {
     /// statement); an object, empty for engines that record nothing.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub engine_details: serde_json::Map<String, serde_json::Value>,
+    /// How the object is encrypted (public information: the scheme and the recipients' public
+    /// keys); `None` for a plain object. `sha256` and `bytes` are of the stored, encrypted bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::crypto::EncryptionInfo>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,9 +80,9 @@ impl Manifest {
             .get("manifest_version")
             .and_then(|v| v.as_u64())
             .ok_or("manifest has no manifest_version")?;
-        if version > MANIFEST_VERSION as u64 {
+        if version > MANIFEST_VERSION_MAX as u64 {
             return Err(format!(
-                "manifest version {version} is newer than this runner understands ({MANIFEST_VERSION}): use a newer image"
+                "manifest version {version} is newer than this runner understands ({MANIFEST_VERSION_MAX}): use a newer image"
             ));
         }
         serde_json::from_value(value).map_err(|e| format!("manifest is malformed: {e}"))
@@ -114,6 +124,7 @@ pub(crate) mod tests {
             expires_at: Some(t + chrono::Duration::days(7)),
             warnings: vec![],
             engine_details: Default::default(),
+            encryption: None,
         }
     }
 

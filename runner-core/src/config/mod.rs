@@ -17,6 +17,7 @@ use crate::secret::Secret;
 mod catalog;
 mod db;
 mod duration;
+mod encryption;
 mod names;
 mod storage;
 mod url;
@@ -84,6 +85,10 @@ pub struct Config {
     pub latest: bool,
     /// Retention, prune, check and the database the catalog operations consider.
     pub catalog: CatalogConfig,
+    /// How a backup is encrypted (`ENCRYPTION_RECIPIENTS` or `ENCRYPTION_PASSPHRASE`).
+    pub encryption: Option<crate::crypto::Encryption>,
+    /// What restore and verify decrypt with (`ENCRYPTION_IDENTITY_FILE`, the passphrase).
+    pub keys: crate::crypto::Keys,
     pub key_prefix: Option<String>,
     pub retention_days: Option<u32>,
     pub compression: Compression,
@@ -293,6 +298,7 @@ impl Config {
             );
         }
         let compression = read_compression(env);
+        let (encryption, keys) = encryption::read_encryption(env, operation);
         let callback = read_callback(env);
         let progress_interval = match env.int_in::<u64>(
             "PROGRESS_INTERVAL_SECS",
@@ -317,6 +323,8 @@ impl Config {
             backup_path,
             latest,
             catalog,
+            encryption,
+            keys,
             key_prefix,
             retention_days,
             compression: compression?,

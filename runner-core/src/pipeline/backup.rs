@@ -14,7 +14,9 @@ use crate::config::{Config, StorageConfig};
 use crate::engine::{with_hint, Dump, DumpFormat, Engine, ServerInfo};
 use crate::error::Error;
 use crate::keys::{backup_key, KeyParts};
-use crate::manifest::{manifest_key, CompressionInfo, Manifest, MANIFEST_VERSION};
+use crate::manifest::{
+    manifest_key, CompressionInfo, Manifest, MANIFEST_VERSION, MANIFEST_VERSION_ENCRYPTED,
+};
 use crate::storage::{exists_error, Storage, Upload, WriteMode};
 use crate::tool::RunningTool;
 
@@ -55,6 +57,15 @@ pub async fn backup<E: Engine>(
     let mode = claim(storage, &key, &manifest_key, cfg.overwrite).await?;
     storage.probe_write(&key).await?;
     let in_flight = parts_in_flight(part_size, concurrency);
+    // Set up before the dump starts: a backup that cannot be encrypted dumps nothing.
+    let encryptor = cfg.encryption.as_ref().map(|e| e.encryptor()).transpose()?;
+    if let Some(e) = &cfg.encryption {
+        tracing::info!(
+            phase = "dump",
+            "encrypting with age for {}",
+            e.info().describe()
+        );
+    }
     tracing::info!(
         phase = "dump",
         object = %storage.describe(&key),
@@ -73,7 +84,7 @@ pub async fn backup<E: Engine>(
         report,
     } = engine.start_dump(&cfg.db, server).await?;
     let dump = Metered::counting(dump, progress.raw.clone());
-    let mut stream = compress_on_thread(dump, cfg.compression)
+    let mut stream = compress_on_thread(dump, cfg.compression, encryptor)
         .map_err(|e| Error::Internal(format!("cannot start the compressor: {e}")))?;
 
     let mut upload = storage.upload(&key, part_size, in_flight, mode);
@@ -144,7 +155,11 @@ pub async fn backup<E: Engine>(
 
     let finished_at = Utc::now();
     let manifest = Manifest {
-        manifest_version: MANIFEST_VERSION,
+        manifest_version: if cfg.encryption.is_some() {
+            MANIFEST_VERSION_ENCRYPTED
+        } else {
+            MANIFEST_VERSION
+        },
         job_id: cfg.job_id.clone(),
         engine: info.name.to_string(),
         engine_version: info.built_for.map(str::to_string),
@@ -177,6 +192,7 @@ pub async fn backup<E: Engine>(
             .cloned()
             .collect(),
         engine_details: report.details,
+        encryption: cfg.encryption.as_ref().map(|e| e.info()),
     };
     storage
         .put(&manifest_key, Bytes::from(manifest.to_json()), mode)

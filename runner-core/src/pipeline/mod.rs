@@ -1,14 +1,19 @@
 //! The streaming pipeline, shared by every engine:
 //!
-//! backup:  dump tool stdout → count → compress → sha256 → parts → storage (multipart, bounded)
-//! restore: storage → sha256 + count → decompress → restore tool stdin, verified before EOF
-//!          (and, for engines whose restore is not atomic, verified in a first pass)
-//! verify:  storage → sha256 + count → decompress → count, against the manifest
+//! backup:  dump tool stdout → count → compress → [encrypt] → sha256 → parts → storage
+//!          (multipart, bounded)
+//! restore: storage → sha256 + count → [decrypt] → decompress → restore tool stdin, verified
+//!          before EOF (and, for engines whose restore is not atomic, verified in a first pass)
+//! verify:  storage → sha256 + count → [decrypt] → decompress → count, against the manifest
+//!
+//! Encryption (age, `crypto.rs`) runs on the compressor's thread; the sha256 is of the stored,
+//! encrypted bytes, so a verify without a key still proves the object intact.
 //!
 //! Nothing touches local disk, memory is bounded by the part size times the parts in flight,
 //! and a tool's exit status is checked only after its stream has ended.
 
 mod backup;
+mod read;
 mod restore;
 mod verify;
 
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use backup::backup;
 pub use restore::{restore, RestoreOutcome};
-pub use verify::{read_manifest, verify_object};
+pub use verify::{check_keys, read_manifest, verify, verify_object, Checked};
 
 /// The S3 limit on parts per upload.
 pub const MAX_PARTS: u64 = 10_000;

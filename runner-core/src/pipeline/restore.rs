@@ -2,15 +2,15 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 
+use super::read::Reading;
 use super::verify::{check_size, read_manifest, verify_object};
 use super::Progress;
-use crate::codec::{Decoder, Metered};
 use crate::config::Config;
 use crate::config::Operation;
 use crate::engine::{with_hint, Engine, ServerInfo, StreamFilter};
 use crate::error::Error;
 use crate::manifest::Manifest;
-use crate::storage::{ObjectReader, Storage};
+use crate::storage::Storage;
 use crate::tool::ToolCommand;
 
 const DECODED_BUFFER: usize = 256 << 10;
@@ -53,17 +53,20 @@ pub async fn restore<E: Engine>(
             phase = "verify",
             "checking the whole object before restoring (RESTORE_VERIFY_FIRST)"
         );
-        verify_object(storage, key, &manifest, &Progress::default()).await?;
+        verify_object(storage, key, &manifest, &cfg.keys, &Progress::default()).await?;
         tracing::info!(phase = "verify", "the object matches its manifest");
     }
     // Everything that can fail without touching the target comes first: the object is open
     // and the engine's checks and rewrites are ready before the target is prepared.
     let (object, size) = storage.open(key).await?;
     check_size(storage, key, size, &manifest)?;
+    let location = storage.describe(key);
+    // For an encrypted object this checks the key against its header.
+    let reading = Reading::open(object, &manifest, &cfg.keys, &location, progress).await?;
     let command = engine.restore_command(&cfg.db, &manifest)?;
     let filter = engine.restore_filter(&cfg.db, &manifest)?;
     engine.prepare_restore(&cfg.db, server, &manifest).await?;
-    load(engine, storage, key, object, &manifest, progress, command, filter)
+    load(engine, &location, reading, &manifest, command, filter)
         .await
         .map_err(|e| {
             if engine.restore_is_atomic() {
@@ -79,14 +82,11 @@ pub async fn restore<E: Engine>(
 }
 
 /// Streams the object into the restore tool, closing its input only when the object matched.
-#[allow(clippy::too_many_arguments)]
 async fn load<E: Engine>(
     engine: &E,
-    storage: &Storage,
-    key: &str,
-    object: ObjectReader,
+    location: &str,
+    mut reading: Reading,
     manifest: &Manifest,
-    progress: &Progress,
     command: ToolCommand,
     filter: Option<Box<dyn StreamFilter>>,
 ) -> Result<(), Error> {
@@ -94,12 +94,9 @@ async fn load<E: Engine>(
     tracing::info!(phase = "restore", "running {}", command.display());
     let mut tool = command.spawn(Stdio::piped(), Stdio::null())?;
     let mut stdin = tool.take_stdin();
-    let metered = Metered::hashing(object, progress.stored.clone());
-    let decoder = Decoder::new(BufReader::new(metered), manifest.compression.algorithm);
-    let mut decoded = Metered::counting(decoder, progress.raw.clone());
 
     let copied = {
-        let mut reader = BufReader::with_capacity(DECODED_BUFFER, &mut decoded);
+        let mut reader = BufReader::with_capacity(DECODED_BUFFER, &mut reading.decoded);
         match filter {
             None => tokio::io::copy_buf(&mut reader, &mut stdin).await,
             Some(filter) => copy_filtered(&mut reader, &mut stdin, filter).await,
@@ -108,34 +105,30 @@ async fn load<E: Engine>(
     // A broken pipe means the tool stopped reading; anything else is our input failing.
     let tool_stopped = matches!(&copied, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
     if let Some(e) = copied.err().filter(|_| !tool_stopped) {
-        let storage_failed = decoded.get_ref().get_ref().get_ref().read_failed();
+        let storage_failed = reading.storage_failed();
         tool.kill().await;
         return Err(if storage_failed {
-            Error::storage(&format!("reading {} failed", storage.describe(key)), e)
+            Error::storage(&format!("reading {location} failed"), e)
         } else {
             Error::Integrity(format!(
-                "{} cannot be decompressed ({e}): the object is corrupt; the restore was stopped before its input ended",
-                storage.describe(key)
+                "{location} cannot be {} ({e}): the object is corrupt; the restore was stopped before its input ended",
+                if manifest.encryption.is_some() { "decrypted and decompressed" } else { "decompressed" }
             ))
         });
     }
 
     // Hash the rest of the object too (what follows the compressed stream, or what the tool
     // did not read): the checksum covers the whole object and explains a tool that choked.
-    let mut rest = decoded.into_inner().into_inner();
-    if let Err(e) = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await {
+    if let Err(e) = reading
+        .finish(
+            manifest,
+            location,
+            ": the restore was stopped before its input ended",
+        )
+        .await
+    {
         tool.kill().await;
-        return Err(Error::storage("reading the backup object failed", e));
-    }
-    let (bytes, sha256) = rest.into_inner().finish();
-    if bytes != manifest.bytes || sha256 != manifest.sha256 {
-        tool.kill().await;
-        return Err(Error::Integrity(format!(
-            "{} does not match its manifest (read {bytes} bytes with sha256 {sha256}, expected {} bytes with sha256 {}): the restore was stopped before its input ended",
-            storage.describe(key),
-            manifest.bytes,
-            manifest.sha256
-        )));
+        return Err(e);
     }
 
     if !tool_stopped {

@@ -1,10 +1,11 @@
 //! Checks a stored backup end to end without restoring it: the manifest, the object's size and
 //! sha256, and that it decompresses to the dump size the manifest records.
 
-use tokio::io::BufReader;
-
+use super::read::{check_rest, Reading};
 use super::Progress;
-use crate::codec::{Decoder, Metered};
+use crate::codec::Metered;
+use crate::config::Config;
+use crate::crypto::{missing_key, Keys};
 use crate::error::Error;
 use crate::manifest::{manifest_key, Manifest};
 use crate::storage::Storage;
@@ -48,54 +49,89 @@ pub fn check_size(
     }
 }
 
-/// Streams the whole object through the checksum and the decompressor.
+/// `OPERATION_TYPE=verify`: checks the backup at `BACKUP_PATH` end to end against its manifest.
+pub async fn verify(
+    cfg: &Config,
+    storage: &Storage,
+    progress: &Progress,
+) -> Result<(Manifest, Checked), Error> {
+    let key = backup_path(cfg)?;
+    let manifest = read_manifest(storage, key).await?;
+    tracing::info!(
+        phase = "verify",
+        object = %storage.describe(key),
+        bytes = manifest.bytes,
+        encrypted = manifest.encryption.is_some(),
+        "checking the backup against its manifest"
+    );
+    let _ticker = progress.report_every(cfg.progress_interval, "verify");
+    let checked = verify_object(storage, key, &manifest, &cfg.keys, progress).await?;
+    Ok((manifest, checked))
+}
+
+/// Refuses, before the database is contacted, a restore of an encrypted backup with no key.
+pub async fn check_keys(cfg: &Config, storage: &Storage) -> Result<(), Error> {
+    let key = backup_path(cfg)?;
+    let manifest = read_manifest(storage, key).await?;
+    match &manifest.encryption {
+        Some(info) if cfg.keys.is_empty() => Err(missing_key(info, &storage.describe(key))),
+        _ => Ok(()),
+    }
+}
+
+fn backup_path(cfg: &Config) -> Result<&str, Error> {
+    cfg.backup_path
+        .as_deref()
+        .ok_or_else(|| Error::Internal("no BACKUP_PATH to read".into()))
+}
+
+/// How far a verify could check an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Checksum and size, decryption (when encrypted) and decompression to the recorded size.
+    Fully,
+    /// Encrypted, and no key was given: the stored bytes' checksum and size only.
+    StoredBytesOnly,
+}
+
+/// Streams the whole object through the checksum, the decryption (when the object is encrypted
+/// and a key is given) and the decompressor.
 pub async fn verify_object(
     storage: &Storage,
     key: &str,
     manifest: &Manifest,
+    keys: &Keys,
     progress: &Progress,
-) -> Result<(), Error> {
+) -> Result<Checked, Error> {
+    let location = storage.describe(key);
     let (object, size) = storage.open(key).await?;
     check_size(storage, key, size, manifest)?;
-    let metered = Metered::hashing(object, progress.stored.clone());
-    let decoder = Decoder::new(BufReader::new(metered), manifest.compression.algorithm);
-    let mut decoded = Metered::counting(decoder, progress.raw.clone());
-    let decompressed = tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await;
-    let storage_failed = decoded.get_ref().get_ref().get_ref().read_failed();
-    let mut rest = decoded.into_inner().into_inner();
-    if let Err(e) = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await {
-        return Err(Error::storage("reading the backup object failed", e));
+    if manifest.encryption.is_some() && keys.is_empty() {
+        let metered = Metered::hashing(object, progress.stored.clone());
+        check_rest(metered, manifest, &location, "").await?;
+        return Ok(Checked::StoredBytesOnly);
     }
-    let (bytes, sha256) = rest.into_inner().finish();
-    if bytes != manifest.bytes || sha256 != manifest.sha256 {
-        return Err(Error::Integrity(format!(
-            "{} does not match its manifest (read {bytes} bytes with sha256 {sha256}, expected {} bytes with sha256 {})",
-            storage.describe(key),
-            manifest.bytes,
-            manifest.sha256
-        )));
-    }
+    let mut reading = Reading::open(object, manifest, keys, &location, progress).await?;
+    let decompressed = tokio::io::copy(&mut reading.decoded, &mut tokio::io::sink()).await;
+    let storage_failed = reading.storage_failed();
+    reading.finish(manifest, &location, "").await?;
     let raw = match decompressed {
         Ok(raw) => raw,
         Err(e) if storage_failed => {
-            return Err(Error::storage(
-                &format!("reading {} failed", storage.describe(key)),
-                e,
-            ))
+            return Err(Error::storage(&format!("reading {location} failed"), e))
         }
         Err(e) => {
             return Err(Error::Integrity(format!(
-                "{} matches its checksum but cannot be decompressed ({e}): it was corrupt when it was stored",
-                storage.describe(key)
+                "{location} matches its checksum but cannot be {} ({e}): it was corrupt when it was stored",
+                if manifest.encryption.is_some() { "decrypted and decompressed" } else { "decompressed" }
             )))
         }
     };
     if raw != manifest.raw_bytes {
         return Err(Error::Integrity(format!(
-            "{} decompresses to {raw} bytes but its manifest says {}",
-            storage.describe(key),
+            "{location} decompresses to {raw} bytes but its manifest says {}",
             manifest.raw_bytes
         )));
     }
-    Ok(())
+    Ok(Checked::Fully)
 }

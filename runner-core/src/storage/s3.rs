@@ -37,15 +37,18 @@ fn to_utc(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
-fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
+fn describe_sdk_error<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
 {
     if let SdkError::ServiceError(s) = err {
-        if let (Some(code), msg) = (s.err().code(), s.err().message()) {
-            return format!("{code}: {}", msg.unwrap_or("")).trim().to_string();
-        }
+        return match (s.err().code(), s.err().message()) {
+            (Some(code), Some(msg)) if !msg.trim().is_empty() => format!("{code}: {}", msg.trim()),
+            (Some(code), _) => code.to_string(),
+            // No error document (a HEAD, or a store that answers with an empty body): the
+            // status says what happened; the SDK's debug dump of the response would not.
+            (None, _) => format!("HTTP {} with no error code", s.raw().status().as_u16()),
+        };
     }
     DisplayErrorContext(err).to_string()
 }

@@ -54,11 +54,12 @@ struct Capabilities {
     /// denial: there a repeated abort is a storage error, which the suite asserts.
     abort_of_unknown_upload_succeeds: bool,
     /// `put` and `complete` with `WriteMode::Create` are atomic: of several writers racing for
-    /// one key exactly one wins. s3s-fs 0.14 checks If-None-Match with a plain "does the file
-    /// exist" before writing, so racing writers can all pass it (from 1 to all 8 of 8 did in runs
-    /// here): there the suite
-    /// asserts only that every writer either won or got Conflict, and that one winner's bytes
-    /// are what is stored.
+    /// one key exactly one wins (S3 itself, and a directory through `renameat2(RENAME_NOREPLACE)`).
+    /// Both servers here check If-None-Match and then write, without a lock: s3s-fs 0.14 with a
+    /// "does the file exist" (from 1 to all 8 racing puts won in runs here), moto 5.2.5 with a
+    /// lookup before it assembles the parts (2 of 3 racing completes won in 2 of 3 runs). There
+    /// the suite asserts that every writer either won or got Conflict, that one winner's bytes
+    /// are what is stored, and that the losers' uploads can be aborted.
     atomic_create: bool,
     /// A listing gives each object's version (the ETag). s3s-fs 0.14's ListObjectsV2 sends no
     /// ETag: there listed versions are empty (the catalog then reads the manifest instead of
@@ -93,9 +94,9 @@ struct Backend {
     /// A store whose location does not exist and cannot be made, and the name its preflight
     /// error must give (the bucket, the directory).
     missing: (Box<dyn ObjectStore>, String),
-    /// A store that may read but not write (or may do nothing at all), and what its write
-    /// errors must name.
-    denied: (Box<dyn ObjectStore>, String),
+    /// A store that may read but not write (or may do nothing at all), what its write errors
+    /// must name, and the reason they must give.
+    denied: (Box<dyn ObjectStore>, String, &'static str),
     /// Servers and directories that must live as long as the backend.
     _keep: Vec<Box<dyn Any + Send + Sync>>,
 }
@@ -182,6 +183,7 @@ async fn local_backend() -> Backend {
         denied: (
             Box::new(LocalStore::new(blocker.clone())),
             blocker.display().to_string(),
+            "Not a directory",
         ),
         _keep: vec![Box::new(dir)],
     }
@@ -228,7 +230,7 @@ async fn moto_backend() -> Backend {
         caps: Capabilities {
             lists_uploads: true,
             abort_of_unknown_upload_succeeds: true,
-            atomic_create: true,
+            atomic_create: false,
             lists_versions: true,
             missing_bucket_refuses_writes: true,
             real_upload_initiated: false,
@@ -237,7 +239,8 @@ async fn moto_backend() -> Backend {
         },
         pending_ids: None,
         missing: (Box::new(missing), MISSING_BUCKET.into()),
-        denied: (Box::new(denied), DENIED_BUCKET.into()),
+        // moto's refusal has an empty body: no error code, only the status.
+        denied: (Box::new(denied), DENIED_BUCKET.into(), "HTTP 403"),
         _keep: vec![Box::new(server)],
     }
 }
@@ -273,7 +276,7 @@ async fn s3s_backend() -> Backend {
             view.pending_upload_ids().expect("read s3s-fs's directory")
         })),
         missing: (Box::new(missing), MISSING_BUCKET.into()),
-        denied: (Box::new(denied), BUCKET.into()),
+        denied: (Box::new(denied), BUCKET.into(), "SignatureDoesNotMatch"),
         _keep: vec![Box::new(server)],
     }
 }
@@ -1013,6 +1016,57 @@ async fn multipart_create_conflict(b: &Backend, p: &str) {
         "Overwrite did not replace"
     );
     assert_eq!(keys(&store.list(p).await.unwrap()), [key.as_str()]);
+
+    // Jobs racing to complete uploads of one fresh key with Create: one wins, the others get
+    // Conflict and abort. (Each one's existence check passes before any completes, so on S3
+    // this is the conditional CompleteMultipartUpload at work.)
+    let raced = format!("{p}raced.dump");
+    let mut uploads = Vec::new();
+    for i in 0..3u64 {
+        let mut up = store.start_upload(&raced, 2, WriteMode::Create);
+        let id = up.put_part(data(PART, 42 + i)).await.unwrap().expect("id");
+        uploads.push((i, id, up));
+    }
+    let results =
+        futures_util::future::join_all(uploads.into_iter().map(|(i, id, up)| async move {
+            (i, id, up.complete(Bytes::from(vec![i as u8; 8])).await)
+        }))
+        .await;
+    let mut winners = Vec::new();
+    for (i, id, r) in results {
+        match r {
+            Ok(_) => winners.push(i),
+            Err(Error::Conflict(_)) => store.abort_upload(&raced, &id).await.unwrap(),
+            Err(e) => panic!("racing complete {i}: {e:?}"),
+        }
+    }
+    if b.caps.atomic_create {
+        assert_eq!(
+            winners.len(),
+            1,
+            "racing completes that succeeded: {winners:?}"
+        );
+    } else {
+        assert!(!winners.is_empty(), "no racing complete succeeded");
+        eprintln!(
+            "    [{}] {} of 3 racing completes succeeded (not atomic)",
+            b.name,
+            winners.len()
+        );
+    }
+    let stored = store.get(&raced).await.unwrap().expect("the raced key");
+    assert!(
+        winners.iter().any(
+            |w| stored[PART..] == [*w as u8; 8][..] && stored[..PART] == data(PART, 42 + w)[..]
+        ),
+        "the stored object is no winner's"
+    );
+    if b.caps.lists_uploads {
+        assert!(
+            store.list_uploads(p).await.unwrap().is_empty(),
+            "a losing upload was left behind"
+        );
+    }
 }
 
 /// An object smaller than one part (no put_part, one short last part), and an empty one.
@@ -1203,7 +1257,7 @@ async fn missing_location(b: &Backend, _p: &str) {
 /// A store that may not write: every write fails with a storage error naming the location,
 /// and nothing is left behind.
 async fn denied_write(b: &Backend, p: &str) {
-    let (store, name) = &b.denied;
+    let (store, name, reason) = &b.denied;
     let key = format!("{p}denied.dump");
     let err = store
         .put(&key, data(100, 80), WriteMode::Overwrite)
@@ -1213,6 +1267,12 @@ async fn denied_write(b: &Backend, p: &str) {
         Error::Storage(m) => {
             eprintln!("    [{}] a denied put: {m}", b.name);
             assert!(m.contains(name.as_str()), "the error must name {name}: {m}");
+            assert!(m.contains(reason), "the error must say {reason:?}: {m}");
+            // A sentence, not the SDK's debug dump of the response.
+            assert!(
+                m.len() < 300 && !m.contains('{'),
+                "not a readable message: {m}"
+            );
         }
         e => panic!("put where writes are denied: {e:?}"),
     }

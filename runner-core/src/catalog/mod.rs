@@ -221,7 +221,17 @@ impl Catalog {
             .into_iter()
             .filter(|o| !o.key.starts_with(&own))
             .collect();
-        let uploads = storage.list_uploads(&root).await?;
+        // Some S3-compatible stores cannot list incomplete uploads: they are then neither
+        // reported nor cleaned, and everything else works.
+        let uploads = match storage.list_uploads(&root).await {
+            Ok(uploads) => uploads,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list incomplete multipart uploads ({e}); they are not reported or cleaned up: use the store's lifecycle rule to abort incomplete uploads"
+                );
+                Vec::new()
+            }
+        };
         let index = read_index(storage, prefix).await;
 
         let by_key: HashMap<&str, &ObjectMeta> =
@@ -336,12 +346,15 @@ impl Catalog {
             }
         }
         for u in uploads {
+            // A derived key holds the time its backup started; a store that reports a wrong
+            // start time must not make a running backup look old.
+            let since = key_time(&u.key).map_or(u.initiated, |t| t.max(u.initiated));
             catalog.not_backups.push(NotBackup {
                 key: u.key,
                 flaw: Flaw::IncompleteUpload {
                     upload_id: u.upload_id,
                 },
-                since: u.initiated,
+                since,
                 summary: None,
             });
         }
@@ -370,6 +383,15 @@ impl Catalog {
             b.summary.engine == engine && database.is_none_or(|d| b.summary.database == d)
         })
     }
+}
+
+/// The start time in a derived key's file name (`…/20261122T090807Z-job.pgdump.zst`).
+fn key_time(key: &str) -> Option<DateTime<Utc>> {
+    let name = key.rsplit('/').next()?;
+    let stamp = name.get(..16)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 async fn read_index(storage: &Storage, prefix: Option<&str>) -> Index {

@@ -299,7 +299,8 @@ async fn prune(
         delete_requests = requests.delete,
         manifests_read = catalog.manifests_read,
         manifests_cached = catalog.manifests_cached,
-        "{message}"
+        "the prune made {} requests to the store",
+        requests.total()
     );
     if !failures.is_empty() {
         return Err(Error::Storage(format!(
@@ -324,20 +325,30 @@ fn describe_policy(policy: &Policy) {
     );
 }
 
-/// Deletes what the plan says: each backup's manifest first, then its object, so a prune stopped
-/// in between leaves an object without a manifest (not a backup, cleaned up later), never a
-/// manifest pointing at nothing. Returns what failed.
+/// Deletes at once, per phase.
+const DELETES_IN_FLIGHT: usize = 16;
+
+/// Deletes what the plan says: every manifest first, then the objects whose manifest is gone,
+/// so a prune stopped anywhere leaves objects without a manifest (not backups, cleaned up
+/// later), never a manifest pointing at nothing. Deletes run [`DELETES_IN_FLIGHT`] at a time
+/// within each phase. Returns what failed.
 async fn execute(storage: &Storage, plan: &Plan) -> Vec<String> {
     let mut failures = Vec::new();
-    for b in &plan.delete {
-        if let Err(e) = storage.delete(&b.manifest_key).await {
-            failures.push(format!("cannot delete {}: {e}", b.manifest_key));
-            continue;
+    let manifests = deletes(storage, plan.delete.iter().map(|b| b.manifest_key.clone())).await;
+    let mut objects = Vec::new();
+    for (b, result) in plan.delete.iter().zip(manifests) {
+        match result {
+            Ok(()) => objects.push(b.object_key.clone()),
+            Err(e) => failures.push(format!("cannot delete {}: {e}", b.manifest_key)),
         }
-        if let Err(e) = storage.delete(&b.object_key).await {
+    }
+    for (key, result) in objects
+        .iter()
+        .zip(deletes(storage, objects.iter().cloned()).await)
+    {
+        if let Err(e) = result {
             failures.push(format!(
-                "deleted the manifest of {} but not the object ({e}): it is no longer a backup and the next prune removes it",
-                b.object_key
+                "deleted the manifest of {key} but not the object ({e}): it is no longer a backup, and a later prune removes it once it is older than PRUNE_GRACE_PERIOD"
             ));
         }
     }
@@ -358,6 +369,16 @@ async fn execute(storage: &Storage, plan: &Plan) -> Vec<String> {
         }
     }
     failures
+}
+
+/// Deletes `keys`, several at a time; the results in the order of `keys`.
+async fn deletes(storage: &Storage, keys: impl Iterator<Item = String>) -> Vec<Result<(), Error>> {
+    use futures_util::{stream, StreamExt};
+    stream::iter(keys)
+        .map(|key| async move { storage.delete(&key).await })
+        .buffered(DELETES_IN_FLIGHT)
+        .collect()
+        .await
 }
 
 /// `OPERATION_TYPE=check`: fails with [`Error::Stale`] when the newest complete backup is older
@@ -388,8 +409,12 @@ pub async fn check(storage: &Storage, cfg: &Config, engine: &str) -> Result<Repo
         newest.summary.taken_at.format("%Y-%m-%dT%H:%M:%SZ"),
         age_text(max_age)
     );
+    let requests = storage.requests();
     tracing::info!(
         phase = "check",
+        requests = requests.total(),
+        list_requests = requests.list,
+        get_requests = requests.get,
         age_seconds = age.as_secs(),
         max_age_seconds = max_age.as_secs(),
         object_key = %newest.object_key,

@@ -203,3 +203,13 @@ async fn the_index_saves_reads_and_is_never_trusted_over_the_listing() {
     let c = Catalog::scan(&s, Some("p")).await.unwrap();
     assert_eq!((c.manifests_read, c.backups.len()), (4, 4));
 }
+
+#[test]
+fn a_derived_key_tells_when_its_backup_started() {
+    assert_eq!(
+        key_time("p/postgres/app/20261101T030000Z-job.pgdump.zst"),
+        Some(t(3))
+    );
+    assert_eq!(key_time("p/postgres/app/nightly.pgdump.zst"), None);
+    assert_eq!(key_time("20261101T030000Z"), Some(t(3)));
+}

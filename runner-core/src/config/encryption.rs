@@ -175,7 +175,7 @@ mod tests {
             ("ENCRYPTION_IDENTITY_FILE", i),
         ])
         .unwrap();
-        assert_eq!(cfg.keys.public, [a.clone()]);
+        assert_eq!(cfg.keys.public, std::slice::from_ref(&a));
         // The backup job has no use for a key that decrypts.
         assert_eq!(
             problem_vars(&backup(&[("ENCRYPTION_IDENTITY_FILE", i)])),

@@ -1,7 +1,9 @@
 //! A TCP proxy between the runner and a real server, for faults on the wire: a byte flipped in
 //! what the client sends (a part corrupted in transit), the whole link frozen (a store that stops
-//! answering while connections stay open), or the requests that start a certain way held (one
-//! kind of request that never gets an answer).
+//! answering while connections stay open), the requests that start a certain way held (one
+//! kind of request that never gets an answer), or the HTTP requests of one method and certain
+//! paths answered with an error by the proxy itself (one kind of request the store refuses, the
+//! others served).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +25,48 @@ struct State {
     /// Requests whose first bytes start with `.0` and contain `.1` are held.
     hold: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
     held: AtomicU64,
+    /// HTTP requests this rule matches are answered by the proxy with an error.
+    fail: Mutex<Option<FailRule>>,
+    failed: AtomicU64,
+}
+
+/// Which HTTP requests [`TcpProxy::fail_requests`] answers, and with what status.
+struct FailRule {
+    method: String,
+    path: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    status: u16,
+}
+
+impl FailRule {
+    /// Whether `chunk` starts an HTTP request this rule matches: `<method> <path>[?query] `.
+    fn matches(&self, chunk: &[u8]) -> bool {
+        let Some(rest) = chunk
+            .strip_prefix(self.method.as_bytes())
+            .and_then(|r| r.strip_prefix(b" "))
+        else {
+            return false;
+        };
+        let end = rest
+            .iter()
+            .position(|b| *b == b' ' || *b == b'\r')
+            .unwrap_or(rest.len());
+        let target = String::from_utf8_lossy(&rest[..end]);
+        let path = target.split('?').next().unwrap_or_default();
+        (self.path)(path)
+    }
+
+    /// The whole answer: an S3-style XML error, and the connection closed after it.
+    fn response(&self) -> Vec<u8> {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
+                    <Message>refused by the test proxy</Message></Error>";
+        format!(
+            "HTTP/1.1 {} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            self.status,
+            body.len()
+        )
+        .into_bytes()
+    }
 }
 
 pub struct TcpProxy {
@@ -88,6 +132,27 @@ impl TcpProxy {
     pub fn held(&self) -> u64 {
         self.state.held.load(Ordering::SeqCst)
     }
+
+    /// Answers HTTP requests of `method` (e.g. `DELETE`) whose path (without the query) `path`
+    /// accepts with `status` and an S3-style error body, and closes their connection; the server
+    /// never sees them. Other requests pass as before.
+    pub fn fail_requests(
+        &self,
+        method: &str,
+        path: impl Fn(&str) -> bool + Send + Sync + 'static,
+        status: u16,
+    ) {
+        *self.state.fail.lock().unwrap() = Some(FailRule {
+            method: method.to_string(),
+            path: Box::new(path),
+            status,
+        });
+    }
+
+    /// How many requests were answered by [`TcpProxy::fail_requests`]'s rule.
+    pub fn failed(&self) -> u64 {
+        self.state.failed.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for TcpProxy {
@@ -97,8 +162,11 @@ impl Drop for TcpProxy {
 }
 
 async fn relay(client: TcpStream, server: TcpStream, state: Arc<State>) {
-    let (mut client_read, mut client_write) = client.into_split();
+    let (mut client_read, client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
+    // Both directions write to the client: the server's answers, and the proxy's own.
+    let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
+    let up_client = client_write.clone();
     let up_state = state.clone();
     let up = async move {
         let mut buf = vec![0u8; 64 << 10];
@@ -120,6 +188,20 @@ async fn relay(client: TcpStream, server: TcpStream, state: Arc<State>) {
             if held {
                 up_state.held.fetch_add(1, Ordering::SeqCst);
                 std::future::pending::<()>().await;
+            }
+            let answer = up_state
+                .fail
+                .lock()
+                .unwrap()
+                .as_ref()
+                .filter(|rule| rule.matches(chunk))
+                .map(FailRule::response);
+            if let Some(answer) = answer {
+                up_state.failed.fetch_add(1, Ordering::SeqCst);
+                let mut client = up_client.lock().await;
+                let _ = client.write_all(&answer).await;
+                let _ = client.shutdown().await;
+                break;
             }
             let start = up_state.sent.fetch_add(n as u64, Ordering::SeqCst);
             if up_state.flip_armed.load(Ordering::SeqCst) {
@@ -144,11 +226,17 @@ async fn relay(client: TcpStream, server: TcpStream, state: Arc<State>) {
                 Ok(n) => n,
             };
             wait_while_frozen(&state).await;
-            if client_write.write_all(&buf[..n]).await.is_err() {
+            if client_write
+                .lock()
+                .await
+                .write_all(&buf[..n])
+                .await
+                .is_err()
+            {
                 break;
             }
         }
-        let _ = client_write.shutdown().await;
+        let _ = client_write.lock().await.shutdown().await;
     };
     tokio::join!(up, down);
 }

@@ -9,15 +9,21 @@
 //! `HARNESS_CELLS=postgres-18,valkey-9.1 HARNESS_REQUIRE_DOCKER=1 cargo test --release -p harness
 //! --test scenarios [-- <scenario or cell>…]`
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Result};
-use harness::containers::{docker_cli, inspect_image, Job, JobOutput, RunningJob};
+use anyhow::{ensure, Context, Result};
+use harness::containers::{docker_cli, inspect_image, Job, JobOutput, RunningJob, HOST_ALIAS};
+use harness::proxy::TcpProxy;
 use harness::scenario::suite::version;
 use harness::scenario::{
     check, exit, wait_for_log, with_callbacks, Cells, Ctx, Data, EngineUnderTest, Mysql, Paused,
     Postgres, Redis, Scenario, Store, Suite, CALLBACK_SECRET, STORAGE_SECRET, UPLOAD_STARTED,
 };
+use harness::CallbackReceiver;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use testcontainers::core::IntoContainerPort;
 
 macro_rules! scenario {
     ($f:ident, $cells:expr) => {
@@ -58,6 +64,7 @@ fn scenarios<E: EngineUnderTest>() -> Vec<Scenario<E>> {
         scenario!(no_secret_in_argv_logs_callbacks_or_manifests, Full),
         scenario!(memory_stays_bounded_on_a_large_dump, Full),
         scenario!(database_killed_mid_dump_fails_and_leaves_nothing, Full),
+        scenario!(catalog_lists_restores_latest_prunes_and_checks, Full),
     ]
 }
 
@@ -739,6 +746,613 @@ async fn database_killed_mid_dump_fails_and_leaves_nothing<E: EngineUnderTest>(
         "exit {}: {}",
         out.code,
         message.unwrap_or_default()
+    ));
+    Ok(())
+}
+
+/// Where the catalog scenario's jobs keep their backups: keys derived under this prefix.
+const CATALOG_PREFIX: &str = "fleet/nightly";
+
+/// A catalog operation (`list`, `prune`, `check`) on `store` under [`CATALOG_PREFIX`], over the
+/// backups of `database`. It needs no database variables.
+fn catalog_job<E: EngineUnderTest>(t: &Ctx<E>, store: &Store, op: &str, database: &str) -> Job {
+    store
+        .attach(t.job())
+        .env("OPERATION_TYPE", op)
+        .env("STORAGE_PREFIX", CATALOG_PREFIX)
+        .env("SOURCE_DB_NAME", database)
+}
+
+/// The `metadata` of the last `/metadata` callback.
+fn last_metadata(cb: &CallbackReceiver, what: &str) -> Value {
+    cb.requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path.ends_with("/metadata"))
+        .unwrap_or_else(|| panic!("{what}: no metadata callback"))
+        .body["metadata"]
+        .clone()
+}
+
+/// The message of the last status callback.
+fn last_message(cb: &CallbackReceiver) -> String {
+    cb.requests()
+        .into_iter()
+        .rev()
+        .find(|r| !r.path.ends_with("/metadata"))
+        .and_then(|r| r.body["message"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// One backup of the catalog scenario: its derived key, its manifest, the marker it holds and
+/// when its job ran.
+struct Marked {
+    key: String,
+    manifest: Value,
+    marker: String,
+    started: Instant,
+    ended: Instant,
+}
+
+/// Sets the marker of `db` to `v<n>`, then backs it up with a derived key under
+/// [`CATALOG_PREFIX`] (no `BACKUP_PATH`) as job `catalog-<n>`; the manifest is checked against
+/// the stored object and the callbacks.
+async fn backup_marked<E: EngineUnderTest>(
+    t: &Ctx<E>,
+    db: &E::Db,
+    store: &Store,
+    n: u32,
+) -> Result<Marked> {
+    let marker = format!("v{n}");
+    E::set_marker(db, &marker).await?;
+    let job_id = format!("catalog-{n}");
+    let cb = t.callbacks().await?;
+    let started = Instant::now();
+    let out = with_callbacks(
+        store
+            .attach(t.job())
+            .envs(&E::env(t.cell(), db))
+            .env("STORAGE_PREFIX", CATALOG_PREFIX),
+        &cb,
+        &job_id,
+    )
+    .run()
+    .await?;
+    let ended = Instant::now();
+    out.assert_ok(&job_id);
+    let key = last_metadata(&cb, &job_id)["object_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        key.starts_with(&format!("{CATALOG_PREFIX}/")) && key.contains(&job_id),
+        "{job_id}: the derived key {key:?} should be under {CATALOG_PREFIX}/ and name the job"
+    );
+    let manifest = store.manifest(&key).await?;
+    let object = store.get(&key).await?;
+    check::manifest(t.cell(), &manifest, &key, &object, &job_id, &job_id);
+    check::backup_callbacks(&cb, &job_id, &manifest, &job_id);
+    Ok(Marked {
+        key,
+        manifest,
+        marker,
+        started,
+        ended,
+    })
+}
+
+/// What `list` printed on stdout: the complete backups, then what is not a backup.
+struct Listing {
+    backups: Vec<Value>,
+    not_backups: Vec<Value>,
+}
+
+impl Listing {
+    fn keys(&self) -> Vec<String> {
+        self.backups
+            .iter()
+            .map(|b| b["object_key"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// (key, reason) of each not-a-backup line.
+    fn flaws(&self) -> Vec<(String, String)> {
+        self.not_backups
+            .iter()
+            .map(|n| {
+                (
+                    n["key"].as_str().unwrap_or_default().to_string(),
+                    n["reason"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Runs `list` for `database`: exit 0, one JSON object per stdout line, the backups before
+/// anything that is not a backup, and the same two lists in the signed `/metadata` callback.
+async fn list<E: EngineUnderTest>(
+    t: &Ctx<E>,
+    store: &Store,
+    database: &str,
+    what: &str,
+) -> Result<Listing> {
+    let cb = t.callbacks().await?;
+    let out = with_callbacks(catalog_job(t, store, "list", database), &cb, "list")
+        .run()
+        .await?;
+    out.assert_ok(what);
+    assert_eq!(
+        cb.statuses(),
+        ["running", "metadata", "success"],
+        "{what}: callbacks"
+    );
+    check::signed(&cb, what);
+    let mut listing = Listing {
+        backups: Vec::new(),
+        not_backups: Vec::new(),
+    };
+    for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{what}: a line of the list is not JSON: {line}"))?;
+        if v["kind"] == "not_a_backup" {
+            listing.not_backups.push(v);
+        } else {
+            assert!(
+                listing.not_backups.is_empty(),
+                "{what}: a backup listed after what is not a backup:\n{}",
+                out.stdout
+            );
+            listing.backups.push(v);
+        }
+    }
+    let meta = last_metadata(&cb, what);
+    assert_eq!(
+        meta["backups"],
+        Value::Array(listing.backups.clone()),
+        "{what}: the callback's backups and stdout's"
+    );
+    assert_eq!(
+        meta["not_backups"],
+        Value::Array(listing.not_backups.clone()),
+        "{what}: the callback's not-backups and stdout's"
+    );
+    Ok(listing)
+}
+
+/// Restores `BACKUP_PATH=latest` of `database` into a new empty target: exit 0, the log names
+/// `expected`'s key as the choice, and the target holds `expected`'s marker.
+async fn restore_latest<E: EngineUnderTest>(
+    t: &Ctx<E>,
+    near: &E::Db,
+    store: &Store,
+    database: &str,
+    expected: &Marked,
+    what: &str,
+) -> Result<()> {
+    let target = t.fresh(near).await?;
+    let out = store
+        .attach(t.job())
+        .envs(&E::env(t.cell(), &target))
+        .env("OPERATION_TYPE", "restore")
+        .env("BACKUP_PATH", "latest")
+        .env("STORAGE_PREFIX", CATALOG_PREFIX)
+        .env("SOURCE_DB_NAME", database)
+        .run()
+        .await?;
+    out.assert_ok(what);
+    let chose = format!("BACKUP_PATH=latest chose {}", expected.key);
+    assert!(
+        out.stderr.contains(&chose),
+        "{what}: the log should say {chose:?}:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        E::marker(&target).await?,
+        expected.marker,
+        "{what}: the marker restored"
+    );
+    Ok(())
+}
+
+/// A `prune` keeping the last `keep_last` backups of `database`, with `extra` variables.
+async fn prune<E: EngineUnderTest>(
+    t: &Ctx<E>,
+    store: &Store,
+    database: &str,
+    keep_last: u32,
+    extra: &[(&str, String)],
+    what: &str,
+) -> Result<(JobOutput, CallbackReceiver)> {
+    let cb = t.callbacks().await?;
+    let mut job = catalog_job(t, store, "prune", database).env("KEEP_LAST", keep_last.to_string());
+    for (k, v) in extra {
+        job = job.env(k, v.clone());
+    }
+    let out = with_callbacks(job, &cb, what).run().await?;
+    Ok((out, cb))
+}
+
+/// The `object_key`s (or `key`s) of a list in a prune report.
+fn report_keys(report: &Value, list: &str) -> Vec<String> {
+    report[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("the prune report has no {list}: {report}"))
+        .iter()
+        .map(|e| {
+            e.get("object_key")
+                .or_else(|| e.get("key"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Panics unless a prune report of `KEEP_LAST=2` over `[k3, k2, k1]` with `k4` (an object
+/// without a manifest, younger than the grace period) keeps k3 and k2 by the rule, deletes k1,
+/// and leaves k4 for the grace period.
+fn assert_keep_two(report: &Value, keys: &[String], dry_run: bool, what: &str) {
+    let [k1, k2, k3, k4] = [0, 1, 2, 3].map(|i| keys[i].as_str());
+    assert_eq!(report["dry_run"], dry_run, "{what}: {report}");
+    assert_eq!(report_keys(report, "kept"), [k3, k2], "{what}: kept");
+    for kept in report["kept"].as_array().into_iter().flatten() {
+        let reasons = kept["reasons"].as_array().cloned().unwrap_or_default();
+        assert!(
+            reasons.iter().any(|r| r == "last"),
+            "{what}: {} should be kept by KEEP_LAST: {reasons:?}",
+            kept["object_key"]
+        );
+    }
+    assert_eq!(report_keys(report, "deleted"), [k1], "{what}: deleted");
+    assert_eq!(
+        report_keys(report, "cleaned"),
+        Vec::<String>::new(),
+        "{what}"
+    );
+    assert_eq!(report_keys(report, "left"), [k4], "{what}: left");
+    let left = &report["left"][0];
+    assert_eq!(left["reason"], "no_manifest", "{what}: {left}");
+    assert!(
+        left["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PRUNE_GRACE_PERIOD"),
+        "{what}: {left}"
+    );
+    assert_eq!(report["failures"], serde_json::json!([]), "{what}");
+}
+
+/// What `<n>s`, `<n>m`, `<n>h` or `<n>d` old (the runner's rounding down) allows, in seconds.
+fn age_range(text: &str) -> Option<(f64, f64)> {
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: f64 = number.parse().ok()?;
+    let (scale, step) = match unit {
+        "s" => (1.0, 1.0),
+        "m" => (60.0, 60.0),
+        "h" => (3600.0, 360.0),
+        "d" => (86400.0, 8640.0),
+        _ => return None,
+    };
+    Some((n * scale, n * scale + step))
+}
+
+/// The catalog over real backups. Four backups of a database with a marker changed between
+/// them, keys derived under a prefix: `list` shows them newest first with the manifests'
+/// fields; `BACKUP_PATH=latest` restores the newest marker. With the newest backup's manifest
+/// removed, `list` reports that object as not a backup and `latest` restores the one before.
+/// `KEEP_LAST=2` as a dry run changes nothing and reports the plan; for real it keeps the two
+/// newest complete backups (the manifest-less object counts for nothing and is left, being
+/// younger than the grace period) and deletes the third. A prune whose object deletions the
+/// store refuses (a proxy answers them 500) exits 6 having deleted only the manifest: no
+/// manifest is left pointing at nothing, every listed backup's object matches its checksum, and
+/// `latest` still restores. `check` passes within `CHECK_MAX_AGE=1h`, and fails with exit 10
+/// and the backup's age at `1s`, and for a database without backups.
+async fn catalog_lists_restores_latest_prunes_and_checks<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let begun = Instant::now();
+    let sample = t.sample().await?;
+    let (source, store) = tokio::join!(t.fresh(&sample.db), t.s3_store());
+    let (source, store) = (source?, store?);
+
+    let mut taken = Vec::new();
+    for n in 1..=4 {
+        if n > 1 {
+            // Derived keys and taken_at have one-second resolution.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        taken.push(backup_marked(t, &source, &store, n).await?);
+    }
+    let database = taken[0].manifest["database"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(!database.is_empty(), "the manifest names no database");
+    for pair in taken.windows(2) {
+        let second = |m: &Marked| {
+            m.manifest["started_at"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(19)
+                .collect::<String>()
+        };
+        assert!(
+            second(&pair[0]) < second(&pair[1]),
+            "taken in the same second: {} and {}",
+            pair[0].key,
+            pair[1].key
+        );
+        assert_eq!(pair[1].manifest["database"], database.as_str());
+    }
+    let keys: Vec<String> = taken.iter().map(|m| m.key.clone()).collect();
+    let (k1, k2, k3, k4) = (
+        keys[0].as_str(),
+        keys[1].as_str(),
+        keys[2].as_str(),
+        keys[3].as_str(),
+    );
+    let manifest_of = |k: &str| format!("{k}.manifest.json");
+    let index = format!("{CATALOG_PREFIX}/.backup-runner/catalog.json");
+
+    // The four, newest first, each line what its manifest says.
+    let listing = list(t, &store, &database, "list of four").await?;
+    assert_eq!(listing.keys(), [k4, k3, k2, k1], "list order");
+    for (line, m) in listing.backups.iter().zip(taken.iter().rev()) {
+        let manifest = &m.manifest;
+        assert_eq!(line["manifest_key"], manifest_of(&m.key), "{line}");
+        for field in [
+            "bytes",
+            "raw_bytes",
+            "sha256",
+            "engine",
+            "database",
+            "server_version",
+            "job_id",
+            "expires_at",
+        ] {
+            assert_eq!(line[field], manifest[field], "list: {field} of {}", m.key);
+        }
+        assert_eq!(
+            line["taken_at"], manifest["started_at"],
+            "taken_at of {}",
+            m.key
+        );
+    }
+    assert!(
+        listing.not_backups.is_empty(),
+        "nothing else is under the prefix: {:?}",
+        listing.not_backups
+    );
+    restore_latest(t, &source, &store, &database, &taken[3], "latest of four").await?;
+
+    // The newest backup damaged: its manifest gone.
+    store.delete(&manifest_of(k4)).await?;
+    let listing = list(t, &store, &database, "list without the newest manifest").await?;
+    assert_eq!(
+        listing.keys(),
+        [k3, k2, k1],
+        "list without the newest manifest"
+    );
+    assert_eq!(
+        listing.flaws(),
+        [(k4.to_string(), "no_manifest".to_string())],
+        "the manifest-less newest object"
+    );
+    restore_latest(
+        t,
+        &source,
+        &store,
+        &database,
+        &taken[2],
+        "latest without the newest manifest",
+    )
+    .await?;
+
+    // KEEP_LAST=2, first as a dry run.
+    let before = store.keys().await?;
+    let (out, cb) = prune(
+        t,
+        &store,
+        &database,
+        2,
+        &[("PRUNE_DRY_RUN", "true".into())],
+        "dry-run prune",
+    )
+    .await?;
+    out.assert_ok("dry-run prune");
+    assert_eq!(cb.statuses(), ["running", "metadata", "success"], "dry run");
+    assert_keep_two(
+        &last_metadata(&cb, "dry run")["prune"],
+        &keys,
+        true,
+        "dry run",
+    );
+    assert!(
+        last_message(&cb).contains("would delete 1 backups"),
+        "dry run: {}",
+        last_message(&cb)
+    );
+    assert_eq!(store.keys().await?, before, "a dry run must delete nothing");
+
+    let (out, cb) = prune(t, &store, &database, 2, &[], "prune").await?;
+    out.assert_ok("prune");
+    assert_keep_two(&last_metadata(&cb, "prune")["prune"], &keys, false, "prune");
+    let mut expected = vec![
+        index.clone(),
+        k2.to_string(),
+        manifest_of(k2),
+        k3.to_string(),
+        manifest_of(k3),
+        k4.to_string(),
+    ];
+    expected.sort();
+    assert_eq!(store.keys().await?, expected, "after KEEP_LAST=2");
+    let listing = list(t, &store, &database, "list after the prune").await?;
+    assert_eq!(listing.keys(), [k3, k2], "list after the prune");
+    assert_eq!(
+        listing.flaws(),
+        [(k4.to_string(), "no_manifest".to_string())]
+    );
+
+    // A prune stopped between a manifest and its object: the store refuses object deletions.
+    let s3 = t.s3().await?;
+    let port = s3.container().get_host_port_ipv4(5000.tcp()).await?;
+    let upstream: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let proxy = TcpProxy::start("0.0.0.0", upstream).await?;
+    proxy.fail_requests("DELETE", |path| !path.ends_with(".manifest.json"), 500);
+    let (out, cb) = prune(
+        t,
+        &store,
+        &database,
+        1,
+        &[(
+            "STORAGE_ENDPOINT",
+            format!("http://{HOST_ALIAS}:{}", proxy.port()),
+        )],
+        "interrupted prune",
+    )
+    .await?;
+    assert!(proxy.failed() > 0, "the proxy refused no deletion");
+    check::failed(
+        &out,
+        exit::STORAGE,
+        &cb,
+        &format!("deleted the manifest of {k2} but not the object"),
+        "interrupted prune",
+    );
+    let mut expected = vec![
+        index,
+        k2.to_string(),
+        k3.to_string(),
+        manifest_of(k3),
+        k4.to_string(),
+    ];
+    expected.sort();
+    assert_eq!(
+        store.keys().await?,
+        expected,
+        "after the interrupted prune: the manifest goes first"
+    );
+    let listing = list(t, &store, &database, "list after the interrupted prune").await?;
+    assert_eq!(listing.keys(), [k3], "list after the interrupted prune");
+    assert_eq!(
+        listing.flaws(),
+        [
+            (k2.to_string(), "no_manifest".to_string()),
+            (k4.to_string(), "no_manifest".to_string())
+        ],
+        "no manifest may be left without its object"
+    );
+    for line in &listing.backups {
+        let key = line["object_key"].as_str().unwrap_or_default();
+        let object = store.get(key).await?;
+        assert_eq!(line["bytes"], object.len() as u64, "{key}");
+        assert_eq!(
+            line["sha256"],
+            hex::encode(Sha256::digest(&object)),
+            "{key}: a listed backup must be good"
+        );
+    }
+    restore_latest(
+        t,
+        &source,
+        &store,
+        &database,
+        &taken[2],
+        "latest after the interrupted prune",
+    )
+    .await?;
+
+    // check: fresh within an hour, stale after a second, stale without any backup.
+    let cb = t.callbacks().await?;
+    let check_started = Instant::now();
+    let out = with_callbacks(
+        catalog_job(t, &store, "check", &database).env("CHECK_MAX_AGE", "1h"),
+        &cb,
+        "check-fresh",
+    )
+    .run()
+    .await?;
+    out.assert_ok("check within 1h");
+    let report = &last_metadata(&cb, "check within 1h")["check"];
+    assert_eq!(report["fresh"], true, "{report}");
+    assert_eq!(report["max_age_seconds"], 3600, "{report}");
+    assert_eq!(report["newest"]["object_key"], k3, "{report}");
+    assert!(
+        last_message(&cb).starts_with("fresh: "),
+        "{}",
+        last_message(&cb)
+    );
+    let age = report["age_seconds"].as_f64().unwrap_or(-1.0);
+    let (low, high) = (
+        check_started.duration_since(taken[2].ended).as_secs_f64() - 1.0,
+        taken[2].started.elapsed().as_secs_f64() + 1.0,
+    );
+    assert!(
+        (low..=high).contains(&age),
+        "check within 1h: age {age}s, expected {low:.1}..{high:.1}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cb = t.callbacks().await?;
+    let check_started = Instant::now();
+    let out = with_callbacks(
+        catalog_job(t, &store, "check", &database).env("CHECK_MAX_AGE", "1s"),
+        &cb,
+        "check-stale",
+    )
+    .run()
+    .await?;
+    check::failed(&out, exit::STALE, &cb, "backups are stale", "check at 1s");
+    let message = last_message(&cb);
+    assert!(
+        message.contains(k3) && message.contains("CHECK_MAX_AGE=1s"),
+        "check at 1s: {message}"
+    );
+    let age_text = message
+        .split(" old (")
+        .next()
+        .and_then(|m| m.rsplit(' ').next())
+        .unwrap_or_default();
+    let (age_low, age_high) = age_range(age_text)
+        .unwrap_or_else(|| panic!("check at 1s: no age in the message: {message}"));
+    let (low, high) = (
+        check_started.duration_since(taken[2].ended).as_secs_f64() - 1.0,
+        taken[2].started.elapsed().as_secs_f64() + 1.0,
+    );
+    assert!(
+        age_low <= high && age_high >= low && age_low >= 2.0,
+        "check at 1s: the message says {age_text} old, expected {low:.1}..{high:.1}s: {message}"
+    );
+    assert!(
+        out.stderr.contains(&format!("is {age_text} old")),
+        "check at 1s: the log should give the age:\n{}",
+        out.stderr
+    );
+
+    let cb = t.callbacks().await?;
+    let out = with_callbacks(
+        catalog_job(t, &store, "check", "no_such_database").env("CHECK_MAX_AGE", "1h"),
+        &cb,
+        "check-missing",
+    )
+    .run()
+    .await?;
+    check::failed(
+        &out,
+        exit::STALE,
+        &cb,
+        "no complete backup",
+        "check without backups",
+    );
+
+    t.log(format!(
+        "4 backups of {database:?}; list, latest, dry run, KEEP_LAST=2, a prune refused {} \
+         deletions (exit 6, manifest first), check fresh/stale ({age_text} old) in {:.1}s",
+        proxy.failed(),
+        begun.elapsed().as_secs_f64()
     ));
     Ok(())
 }

@@ -45,6 +45,8 @@ pub mod exit {
     pub const STORAGE: i64 = 6;
     pub const TOOL: i64 = 7;
     pub const INTEGRITY: i64 = 8;
+    /// `check`: the newest complete backup is older than `CHECK_MAX_AGE`, or there is none.
+    pub const STALE: i64 = 10;
     pub const SIGTERM: i64 = 143;
 }
 
@@ -122,6 +124,15 @@ pub trait EngineUnderTest: Send + Sync + Sized + 'static {
 
     /// Changes one value of the seeded [`Data::Sample`], for showing that the comparison fails.
     fn tamper(db: &Self::Db) -> impl Future<Output = Result<()>> + Send;
+
+    /// Sets the marker of `db` to `value` (letters, digits and `-`): one value kept apart from
+    /// any sample data (a table or key of its own, created when missing), which a scenario
+    /// changes between backups to tell which backup a restore loaded.
+    fn set_marker(db: &Self::Db, value: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// The marker [`EngineUnderTest::set_marker`] wrote, as restored into `db`; an error when
+    /// `db` has none.
+    fn marker(db: &Self::Db) -> impl Future<Output = Result<String>> + Send;
 
     /// The runner's variables to reach the database (`DB_*`), for `cell`'s image.
     fn env(cell: &Cell, db: &Self::Db) -> Vec<(String, String)>;
@@ -471,6 +482,24 @@ impl Store {
         }
     }
 
+    /// Deletes the object at `key` (a missing one is no error on S3).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self {
+            Store::S3 { api, bucket, .. } => {
+                api.client()
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| anyhow!("delete {bucket}/{key}: {}", DisplayErrorContext(&e)))?;
+                Ok(())
+            }
+            Store::Local { dir } => std::fs::remove_file(dir.path().join(key))
+                .with_context(|| format!("deleting {key}")),
+        }
+    }
+
     /// The manifest of the backup at `key`, parsed.
     pub async fn manifest(&self, key: &str) -> Result<serde_json::Value> {
         let bytes = self.get(&format!("{key}.manifest.json")).await?;
@@ -795,6 +824,11 @@ pub fn line_differences(expected: &str, actual: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether a marker (see [`EngineUnderTest::set_marker`]) can go into SQL as a literal as it is.
+pub fn plain_marker(value: &str) -> bool {
+    !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn clip(line: &str) -> String {

@@ -11,7 +11,7 @@ use crate::containers::MysqlContainer;
 use crate::matrix::Cell;
 use crate::mysql_sample::{FINGERPRINT, SEED};
 
-use super::{line_differences, Data, EngineUnderTest, Variant};
+use super::{line_differences, plain_marker, Data, EngineUnderTest, Variant};
 
 pub struct Mysql;
 
@@ -139,6 +139,26 @@ impl EngineUnderTest for Mysql {
             "UPDATE customers SET balance = balance + 1 WHERE id = 7",
         ))?;
         Ok(())
+    }
+
+    async fn set_marker(db: &MyDb, value: &str) -> Result<()> {
+        ensure!(
+            plain_marker(value),
+            "a marker is letters, digits and '-': {value:?}"
+        );
+        here(db.server.app(&format!(
+            "CREATE TABLE IF NOT EXISTS catalog_marker \
+             (id INT PRIMARY KEY, v VARCHAR(64) NOT NULL) ENGINE = InnoDB; \
+             REPLACE INTO catalog_marker VALUES (1, '{value}');"
+        )))?;
+        Ok(())
+    }
+
+    async fn marker(db: &MyDb) -> Result<String> {
+        here(
+            db.server
+                .root(APP_DB, "SELECT v FROM catalog_marker WHERE id = 1"),
+        )
     }
 
     fn env(_cell: &Cell, db: &MyDb) -> Vec<(String, String)> {

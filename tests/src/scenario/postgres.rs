@@ -11,7 +11,7 @@ use crate::containers::DbContainer;
 use crate::matrix::Cell;
 use crate::pg_sample::{FINGERPRINT, SEED};
 
-use super::{line_differences, Data, EngineUnderTest, Variant};
+use super::{line_differences, plain_marker, Data, EngineUnderTest, Variant};
 
 pub struct Postgres;
 
@@ -102,6 +102,31 @@ impl EngineUnderTest for Postgres {
             )
             .await?;
         Ok(())
+    }
+
+    async fn set_marker(db: &PgDb, value: &str) -> Result<()> {
+        ensure!(
+            plain_marker(value),
+            "a marker is letters, digits and '-': {value:?}"
+        );
+        db.server
+            .psql(
+                &db.name,
+                &format!(
+                    "CREATE TABLE IF NOT EXISTS catalog_marker \
+                     (id int PRIMARY KEY, v text NOT NULL); \
+                     INSERT INTO catalog_marker VALUES (1, '{value}') \
+                     ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v;"
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn marker(db: &PgDb) -> Result<String> {
+        db.server
+            .psql(&db.name, "SELECT v FROM catalog_marker WHERE id = 1;")
+            .await
     }
 
     fn env(_cell: &Cell, db: &PgDb) -> Vec<(String, String)> {

@@ -22,6 +22,9 @@ pub struct RedisDb {
     data: Data,
 }
 
+/// The key [`EngineUnderTest::set_marker`] writes, in logical database 0.
+const MARKER_KEY: &str = "catalog:marker";
+
 /// 2,000 values of 128 KiB: 250 MiB.
 const LARGE_KEYS: usize = 2_000;
 const LARGE_VALUE: usize = 128 << 10;
@@ -115,6 +118,25 @@ impl EngineUnderTest for Redis {
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())
+    }
+
+    async fn set_marker(db: &RedisDb, value: &str) -> Result<()> {
+        let mut conn = db.server.connect(0).await?;
+        redis::cmd("SET")
+            .arg(MARKER_KEY)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn marker(db: &RedisDb) -> Result<String> {
+        let mut conn = db.server.connect(0).await?;
+        let value: Option<String> = redis::cmd("GET")
+            .arg(MARKER_KEY)
+            .query_async(&mut conn)
+            .await?;
+        value.ok_or_else(|| anyhow::anyhow!("no {MARKER_KEY} key in logical database 0"))
     }
 
     fn env(cell: &Cell, db: &RedisDb) -> Vec<(String, String)> {

@@ -33,7 +33,10 @@ commands:
           the same data; writes benchmarks/postgres.md, .json and .png
   bench mysql [--sizes 1024] [--float-rows 1000000]
           the runner against mariadb-dump alone and the client reading a local file, plus the
-          cost of the exact-FLOAT repairs; writes benchmarks/mysql.md and .json";
+          cost of the exact-FLOAT repairs; writes benchmarks/mysql.md and .json
+  bench list [--backups 10000]
+          list, check and prune over that many synthetic backups in moto, cold (every
+          manifest read) and warm (the catalog index); writes benchmarks/catalog.md and .json";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

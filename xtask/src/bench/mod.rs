@@ -16,7 +16,11 @@
 //!
 //! PostgreSQL and moto run on this machine, as the tests' fixtures do; see `measure` for what is
 //! measured. Results go to `benchmarks/postgres.{md,json,png}`.
+//!
+//! `cargo xtask bench list [--backups 10000]`: the catalog operations over many backups; see
+//! `catalog`.
 
+mod catalog;
 mod measure;
 mod mysql;
 mod report;
@@ -98,8 +102,10 @@ async fn seed(pg: &PgServer, db: &str, mib: u64) -> Result<u64> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    if args.first().map(String::as_str) == Some("mysql") {
-        return mysql::run(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("mysql") => return mysql::run(&args[1..]),
+        Some("list") => return catalog::run(&args[1..]),
+        _ => {}
     }
     let mut sizes = DEFAULT_SIZES.to_vec();
     let mut iter = args.iter();

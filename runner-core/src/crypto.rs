@@ -329,11 +329,12 @@ impl<W: Write> Sink<W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    fn keypair() -> (String, String) {
+    /// A new X25519 key pair: the public key and the identity.
+    pub(crate) fn keypair() -> (String, String) {
         let identity = age::x25519::Identity::generate();
         (
             identity.to_public().to_string(),

@@ -94,14 +94,7 @@ fn read_identity_file(env: &mut EnvReader<'_>) -> Option<Secret> {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::load;
-
-    fn keypair() -> (String, String) {
-        let identity = age::x25519::Identity::generate();
-        (
-            identity.to_public().to_string(),
-            age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_string(),
-        )
-    }
+    use crate::crypto::tests::keypair;
 
     fn backup<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         let mut v = vec![("DB_HOST", "db"), ("DB_NAME", "app")];

@@ -1,9 +1,9 @@
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
@@ -12,14 +12,13 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use tempfile::TempDir;
 
-use crate::util::{free_port, tail_file, which};
+use crate::util::{kill_group, start_http_server, which};
 
 const HOST: &str = "127.0.0.1";
 const ACCESS_KEY: &str = "test";
 const SECRET_KEY: &str = "test";
 const REGION: &str = "us-east-1";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-const START_ATTEMPTS: usize = 5;
 
 /// A real S3-compatible server: moto's server, in memory, one per fixture.
 ///
@@ -188,30 +187,14 @@ impl S3Server {
             .tempdir()
             .context("create tempdir for moto")?;
         let log = log_dir.path().join("moto.log");
-        let mut last_err = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            let mut child = spawn_moto(port, &log)?;
-            match wait_ready(&mut child, port, &log).await {
-                Ok(()) => {
-                    let endpoint = format!("http://{HOST}:{port}");
-                    return Ok(S3Server {
-                        child,
-                        port,
-                        api: S3Api::new(&endpoint),
-                        log_dir,
-                    });
-                }
-                Err(e) => {
-                    kill_group(&mut child);
-                    if !tail_file(&log, 8192).contains("already in use") {
-                        return Err(e);
-                    }
-                    last_err = Some(e);
-                }
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow!("moto did not start")))
+        let (child, port) =
+            start_http_server("moto", &log, "already in use", READY_TIMEOUT, spawn_moto).await?;
+        Ok(S3Server {
+            child,
+            port,
+            api: S3Api::new(&format!("http://{HOST}:{port}")),
+            log_dir,
+        })
     }
 
     /// `http://127.0.0.1:<port>`
@@ -275,41 +258,6 @@ fn spawn_moto(port: u16, log: &std::path::Path) -> Result<Child> {
         .process_group(0);
     cmd.spawn()
         .context("spawn moto_server (install it with .ci/install-test-deps.sh)")
-}
-
-async fn wait_ready(child: &mut Child, port: u16, log: &std::path::Path) -> Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    let url = format!("http://{HOST}:{port}/");
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("moto exited ({status}):\n{}", tail_file(log, 4096));
-        }
-        if http.get(&url).send().await.is_ok() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "moto did not answer on {url} within {READY_TIMEOUT:?}:\n{}",
-                tail_file(log, 4096)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn kill_group(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: plain syscall. The child leads its own process group; the
-        // group id stays reserved while any member is alive, even if the
-        // leader has already been reaped.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-    let _ = child.wait();
 }
 
 fn make_client(endpoint: &str) -> Client {

@@ -5,13 +5,13 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use tempfile::TempDir;
 
 use crate::s3::S3Api;
-use crate::util::{free_port, tail_file, which};
+use crate::util::{kill_group, start_http_server, which};
 
 const HOST: &str = "127.0.0.1";
 /// The credentials the server is started with (the same as moto's fixture, so [`S3Api`] fits).
@@ -19,7 +19,6 @@ const ACCESS_KEY: &str = "test";
 const SECRET_KEY: &str = "test";
 const REGION: &str = "us-east-1";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const START_ATTEMPTS: usize = 5;
 const BINARY: &str = "s3s-fs";
 
 /// An s3s-fs server on a free port over its own temporary directory; killed on drop (and the
@@ -56,29 +55,17 @@ impl S3sServer {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).with_context(|| format!("create {}", data.display()))?;
         let log = dir.path().join("s3s-fs.log");
-        let mut last_err = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            let mut child = spawn(&binary, port, &data, &log)?;
-            match wait_ready(&mut child, port, &log).await {
-                Ok(()) => {
-                    return Ok(S3sServer {
-                        child,
-                        port,
-                        api: S3Api::new(&format!("http://{HOST}:{port}")),
-                        dir,
-                    })
-                }
-                Err(e) => {
-                    kill(&mut child);
-                    if !tail_file(&log, 8192).contains("in use") {
-                        return Err(e);
-                    }
-                    last_err = Some(e);
-                }
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow!("{BINARY} did not start")))
+        let (child, port) =
+            start_http_server(BINARY, &log, "in use", READY_TIMEOUT, |port, log| {
+                spawn(&binary, port, &data, log)
+            })
+            .await?;
+        Ok(S3sServer {
+            child,
+            port,
+            api: S3Api::new(&format!("http://{HOST}:{port}")),
+            dir,
+        })
     }
 
     /// `http://127.0.0.1:<port>`
@@ -135,7 +122,7 @@ impl S3sServer {
 
 impl Drop for S3sServer {
     fn drop(&mut self) {
-        kill(&mut self.child);
+        kill_group(&mut self.child);
     }
 }
 
@@ -162,38 +149,4 @@ fn spawn(binary: &Path, port: u16, data: &Path, log: &Path) -> Result<Child> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("spawn {}", binary.display()))
-}
-
-async fn wait_ready(child: &mut Child, port: u16, log: &Path) -> Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    let url = format!("http://{HOST}:{port}/");
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("{BINARY} exited ({status}):\n{}", tail_file(log, 4096));
-        }
-        // Any HTTP answer (an unsigned request gets 403) means it listens.
-        if http.get(&url).send().await.is_ok() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{BINARY} did not answer on {url} within {READY_TIMEOUT:?}:\n{}",
-                tail_file(log, 4096)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn kill(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: plain syscall on the child's own process group.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-    let _ = child.wait();
 }

@@ -64,3 +64,76 @@ pub(crate) fn tail_file(path: &Path, max: usize) -> String {
         Err(_) => String::new(),
     }
 }
+
+/// Starts a local HTTP server process on a free port and waits until it answers: `spawn` starts
+/// it on the given port with its output in `log`; a start that fails because the port was taken
+/// meanwhile (the log contains `in_use`) is retried on another port. Returns the process, which
+/// leads its own process group ([`kill_group`] stops it), and the port.
+pub async fn start_http_server(
+    name: &str,
+    log: &Path,
+    in_use: &str,
+    timeout: std::time::Duration,
+    spawn: impl Fn(u16, &Path) -> Result<std::process::Child>,
+) -> Result<(std::process::Child, u16)> {
+    const ATTEMPTS: usize = 5;
+    let mut last_err = None;
+    for _ in 0..ATTEMPTS {
+        let port = free_port();
+        let mut child = spawn(port, log)?;
+        match wait_http(name, &mut child, port, log, timeout).await {
+            Ok(()) => return Ok((child, port)),
+            Err(e) => {
+                kill_group(&mut child);
+                if !tail_file(log, 8192).contains(in_use) {
+                    return Err(e);
+                }
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("{name} did not start")))
+}
+
+/// Waits until `child` answers HTTP on `port` (any answer), failing if it exits first.
+async fn wait_http(
+    name: &str,
+    child: &mut std::process::Child,
+    port: u16,
+    log: &Path,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{name} exited ({status}):\n{}", tail_file(log, 4096));
+        }
+        if http.get(&url).send().await.is_ok() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{name} did not answer on {url} within {timeout:?}:\n{}",
+                tail_file(log, 4096)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Kills a process that leads its own process group, with everything it started (a pyenv shim's
+/// interpreter, say), and reaps it.
+pub fn kill_group(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: plain syscall. The child leads its own process group; the group id stays
+        // reserved while any member is alive, even if the leader has already been reaped.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.wait();
+}

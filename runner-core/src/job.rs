@@ -91,6 +91,7 @@ fn usage(info: &crate::engine::EngineInfo) -> String {
          \n  STORAGE_BUCKET, STORAGE_ENDPOINT, STORAGE_REGION, STORAGE_ACCESS_KEY_ID, STORAGE_SECRET_ACCESS_KEY[_FILE]\
          \n  BACKUP_PATH      object key (required for restore; derived from STORAGE_PREFIX when unset)\
          \n  COMPRESSION      zstd (default) | gzip | none;  COMPRESSION_LEVEL\
+         \n  ENCRYPTION_RECIPIENTS (age1… public keys) or ENCRYPTION_PASSPHRASE[_FILE]; ENCRYPTION_IDENTITY_FILE to restore\
          \n  CALLBACK_URL, CALLBACK_SECRET[_FILE], JOB_ID, RETENTION_DAYS, LOG_FORMAT=text|json",
         db = info.display_name,
         scheme = info.url_schemes[0],

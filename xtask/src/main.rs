@@ -36,7 +36,10 @@ commands:
           cost of the exact-FLOAT repairs; writes benchmarks/mysql.md and .json
   bench list [--backups 10000]
           list, check and prune over that many synthetic backups in moto, cold (every
-          manifest read) and warm (the catalog index); writes benchmarks/catalog.md and .json";
+          manifest read) and warm (the catalog index); writes benchmarks/catalog.md and .json
+  bench encryption [--sizes 1024] [--runs 5]
+          the runner's backup, verify and restore without and with age encryption, in
+          alternating runs on the same data; writes benchmarks/encryption.md and .json";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

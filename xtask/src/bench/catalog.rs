@@ -80,7 +80,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// The 1-minute load average: the machine may be shared with other jobs.
-fn load_average() -> String {
+pub(super) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
@@ -722,8 +722,9 @@ fn write(
             thousands(setup.backups as u64)
         ),
         format!(
-            "the prune: {} DELETE requests in {:.1} s ({:.2} ms each, one at a time: the \
-             manifest, then the object, backup by backup); {} bytes of log",
+            "the prune: {} DELETE requests in {:.1} s ({:.2} ms of wall time per request; one \
+             key per request, 16 in flight, every manifest before any object); {} bytes of \
+             log",
             thousands(prune.seen.delete),
             prune.run.wall_s,
             per_request_ms(prune, prune.seen.delete),
@@ -752,7 +753,7 @@ fn write(
          Each operation is one runner process against moto (no database), in this order. \
          Requests are counted by the S3 server (moto's access log); \"Other\" is the bucket \
          check (HEAD) every run starts with, plus multipart requests; \"Runner's own count\" \
-         is the `requests=` field of the runner's summary log line (`check` logs none). Peak \
+         is the `requests=` field of the runner's summary log line. Peak \
          RSS and CPU of the runner process from GNU time; the S3 server's CPU from /proc. \
          Policy of the prunes: `{POLICY}`.\n\n\
          {table}\n{notes}\n",

@@ -19,8 +19,12 @@
 //!
 //! `cargo xtask bench list [--backups 10000]`: the catalog operations over many backups; see
 //! `catalog`.
+//!
+//! `cargo xtask bench encryption [--sizes 1024] [--runs 5]`: the runner with and without age
+//! encryption, in alternating runs; see `encryption`.
 
 mod catalog;
+mod encryption;
 mod measure;
 mod mysql;
 mod report;
@@ -105,6 +109,7 @@ pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("mysql") => return mysql::run(&args[1..]),
         Some("list") => return catalog::run(&args[1..]),
+        Some("encryption") => return encryption::run(&args[1..]),
         _ => {}
     }
     let mut sizes = DEFAULT_SIZES.to_vec();
@@ -113,7 +118,7 @@ pub fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "postgres" => {}
             "--sizes" => sizes = parse_sizes(iter.next())?,
-            other => bail!("bench: unknown argument {other:?} (engines: postgres, mysql)"),
+            other => bail!("bench: unknown argument {other:?} (postgres, mysql, list, encryption)"),
         }
     }
     prepare("postgres", "backup-runner-postgres")?;

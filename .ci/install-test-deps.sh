@@ -175,3 +175,33 @@ else
     fi
     log "s3s-fs: installed ($(s3s_fs_bin))"
 fi
+
+# --- age and zstd: the reference tools for encrypted backups -----------------
+
+# The encryption scenario (tests/tests/scenarios.rs) makes its keys with `age-keygen` and reads
+# a stored backup back with `age -d -i key | zstd -d`, as the README tells users to. Debian's
+# `age` (1.1.1 on bookworm) ships both age binaries; `zstd` is usually there already.
+missing=()
+for cmd in age age-keygen zstd; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    pkgs=()
+    for cmd in "${missing[@]}"; do
+        case "$cmd" in
+            age | age-keygen) pkg=age ;;
+            *) pkg=$cmd ;;
+        esac
+        [[ " ${pkgs[*]} " == *" $pkg "* ]] || pkgs+=("$pkg")
+    done
+    log "installing ${pkgs[*]}"
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    for cmd in age age-keygen zstd; do
+        if ! command -v "$cmd" >/dev/null 2>&1; then
+            log "error: $cmd is not on PATH after installing ${pkgs[*]}"
+            exit 1
+        fi
+    done
+fi
+log "age: $(age --version), zstd: $(zstd --version | head -n 1)"

@@ -10,10 +10,14 @@
 //! --test scenarios [-- <scenario or cell>…]`
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use harness::containers::{docker_cli, inspect_image, Job, JobOutput, RunningJob, HOST_ALIAS};
+use harness::containers::{
+    docker_cli, inspect_image, shared_dir, Job, JobOutput, RunningJob, HOST_ALIAS,
+};
 use harness::proxy::TcpProxy;
 use harness::scenario::suite::version;
 use harness::scenario::{
@@ -59,6 +63,7 @@ fn scenarios<E: EngineUnderTest>() -> Vec<Scenario<E>> {
             damaged_backups_are_refused_and_the_target_left_untouched,
             Full
         ),
+        scenario!(encrypted_backups_open_only_with_their_keys, Full),
         scenario!(sigterm_mid_upload_stops_cleanly, Full),
         scenario!(store_frozen_mid_upload_fails_and_leaves_nothing, Full),
         scenario!(no_secret_in_argv_logs_callbacks_or_manifests, Full),
@@ -457,6 +462,444 @@ async fn damaged_backups_are_refused_and_the_target_left_untouched<E: EngineUnde
         .assert_ok("verify with a scratch restore");
     t.assert_same(source, &scratch, "the verify's scratch restore")
         .await
+}
+
+/// An age X25519 identity made by the real `age-keygen`: its file (in a directory jobs mount
+/// at [`KEYS`]), its public key and its secret key.
+struct AgeKey {
+    file: String,
+    host_file: PathBuf,
+    public: String,
+    secret: String,
+}
+
+/// Where jobs see the encryption scenario's key directory.
+const KEYS: &str = "/keys";
+
+/// `age-keygen -o <dir>/<name>`, the file made readable by the image's user.
+fn age_keygen(dir: &Path, name: &str) -> Result<AgeKey> {
+    let host_file = dir.join(name);
+    let out = std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&host_file)
+        .output()
+        .context("running age-keygen (Debian package `age`, see .ci/install-test-deps.sh)")?;
+    ensure!(
+        out.status.success(),
+        "age-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&host_file)?;
+    let secret = text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .with_context(|| format!("no AGE-SECRET-KEY-1 line in {}", host_file.display()))?
+        .to_string();
+    let out = std::process::Command::new("age-keygen")
+        .arg("-y")
+        .arg(&host_file)
+        .output()?;
+    ensure!(out.status.success(), "age-keygen -y failed");
+    let public = String::from_utf8(out.stdout)?.trim().to_string();
+    ensure!(
+        public.starts_with("age1"),
+        "age-keygen -y printed {public:?}"
+    );
+    std::fs::set_permissions(&host_file, std::fs::Permissions::from_mode(0o644))?;
+    Ok(AgeKey {
+        file: format!("{KEYS}/{name}"),
+        host_file,
+        public,
+        secret,
+    })
+}
+
+/// Writes a file into the key directory, readable by the image's user.
+fn key_file(dir: &Path, name: &str, text: &str) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(format!("{KEYS}/{name}"))
+}
+
+/// What a job left for the secret scan: its output and its callbacks' bodies and headers.
+fn scan_texts(texts: &mut Vec<String>, out: &JobOutput, cb: Option<&CallbackReceiver>) {
+    texts.extend([out.stderr.clone(), out.stdout.clone()]);
+    for r in cb.map(|cb| cb.requests()).unwrap_or_default() {
+        texts.push(String::from_utf8_lossy(&r.raw_body).into_owned());
+        texts.push(format!("{:?}", r.headers));
+    }
+}
+
+/// Panics unless `plain` starts the way the dump tool's output of `format` does.
+fn assert_dump_format(cell_product: &str, format: &str, plain: &[u8], what: &str) {
+    let head = String::from_utf8_lossy(&plain[..plain.len().min(512)]);
+    match format {
+        "pg_dump-custom" => assert!(plain.starts_with(b"PGDMP"), "{what}: {head:?}"),
+        "mysql-sql" => {
+            let product = if cell_product == "mariadb" {
+                "MariaDB"
+            } else {
+                "MySQL"
+            };
+            // mariadb-dump 11 starts with its sandbox-mode comment, then its header.
+            assert!(
+                (head.starts_with("-- ") || head.starts_with("/*M!999999"))
+                    && head.contains(&format!("-- {product} dump")),
+                "{what}: not a {product} dump: {head:?}"
+            );
+        }
+        "redis-rdb" => assert!(plain.starts_with(b"REDIS0"), "{what}: {head:?}"),
+        "redis-logical" => assert!(plain.starts_with(b"BRREDIS1"), "{what}: {head:?}"),
+        other => panic!("{what}: a format this scenario does not know: {other}"),
+    }
+}
+
+/// `age -d -i <identity> <object> | zstd -d`, the README's way back without the runner.
+fn age_cli_decrypt(identity: &Path, object: &Path) -> Result<std::process::Output> {
+    std::process::Command::new("bash")
+        .args([
+            "-c",
+            "set -o pipefail; age -d -i \"$0\" \"$1\" | zstd -d -q -c",
+        ])
+        .arg(identity)
+        .arg(object)
+        .output()
+        .context("running age and zstd")
+}
+
+/// Encryption with age, end to end through the image. The sample backed up to two X25519
+/// recipients made by `age-keygen`: the manifest (version 2) records the scheme, the kind and
+/// both recipients; the stored object is an age file with two recipient stanzas and not one
+/// byte of a string the dump holds. Each identity alone restores it identical. A third,
+/// unrelated key is refused with exit 8 ("the key does not match") by restore and verify, the
+/// target (holding the sample, with the clean flag set) left as it was; no key at all is a
+/// configuration error (exit 2) naming both recipients before the database is contacted.
+/// `verify` without a key checks the stored bytes only and says so; with a file holding the
+/// unrelated key and identity 2 (a key rotation) it decrypts and decompresses. The reference
+/// tools (`age -d -i | zstd -d`) give back exactly the dump tool's output: the manifest's
+/// `raw_bytes`, the format's header, and the string the stored bytes lack. A passphrase
+/// backup (from a mounted file, uncompressed, so only the encryption hides the data) restores
+/// with the passphrase given directly. No identity or passphrase appears in any job's output,
+/// callback (body or headers), manifest, or in the argv of the processes seen in three of the
+/// jobs.
+async fn encrypted_backups_open_only_with_their_keys<E: EngineUnderTest>(t: &Ctx<E>) -> Result<()> {
+    let begun = Instant::now();
+    let source = t.sample().await?;
+    let store = t.s3_store().await?;
+    let dir = shared_dir()?;
+    let (k1, k2, other) = (
+        age_keygen(dir.path(), "one.txt")?,
+        age_keygen(dir.path(), "two.txt")?,
+        age_keygen(dir.path(), "other.txt")?,
+    );
+    ensure!(
+        k1.public != k2.public && k2.public != other.public && k1.public != other.public,
+        "age-keygen made the same key twice"
+    );
+    let rotation = key_file(
+        dir.path(),
+        "rotation.txt",
+        &format!(
+            "# an unrelated key first, then identity 2\n{}\n{}\n",
+            other.secret, k2.secret
+        ),
+    )?;
+    let passphrase = format!("scenario passphrase {}", harness::containers::unique("pp"));
+    let passphrase_file = key_file(dir.path(), "passphrase.txt", &format!("{passphrase}\n"))?;
+    let keyed = |job: Job| job.mount(dir.path(), KEYS);
+    let text = E::SAMPLE_TEXT;
+    let product = t.cell().product().to_string();
+    let mut texts: Vec<String> = Vec::new();
+    let mut argv: Vec<String> = Vec::new();
+
+    // The backup to two recipients, comma-and-space separated as a user would write them.
+    let key = format!("{}/sample.enc", t.cell().name);
+    let recipients = [k1.public.as_str(), k2.public.as_str()];
+    let cb = t.callbacks().await?;
+    let (backup, target) = tokio::join!(
+        with_callbacks(
+            t.backup(&source.db, &store, &key)
+                .env("ENCRYPTION_RECIPIENTS", recipients.join(", ")),
+            &cb,
+            "encrypted-backup",
+        )
+        .run(),
+        t.fresh(&source.db)
+    );
+    let (backup, target) = (backup?, target?);
+    backup.assert_ok("encrypted backup");
+    scan_texts(&mut texts, &backup, Some(&cb));
+    let manifest = store.manifest(&key).await?;
+    let object = store.get(&key).await?;
+    check::encrypted_manifest(
+        t.cell(),
+        &manifest,
+        &key,
+        &object,
+        "encrypted-backup",
+        "zstd",
+        "x25519",
+        &recipients,
+        "encrypted backup",
+    );
+    check::backup_callbacks(&cb, "encrypted-backup", &manifest, "encrypted backup");
+    check::age_object(&object, "X25519", 2, text, "encrypted backup");
+    store
+        .assert_holds(&[&key], "after the encrypted backup")
+        .await?;
+
+    // Identity 1 restores it; argv scanned.
+    let (restore, seen) =
+        scanned(keyed(t.restore(&target, &store, &key)).env("ENCRYPTION_IDENTITY_FILE", &k1.file))
+            .await?;
+    restore.assert_ok("restore with identity 1");
+    scan_texts(&mut texts, &restore, None);
+    argv.extend(seen);
+    t.assert_same(source, &target, "restored with identity 1")
+        .await?;
+
+    // The unrelated key, into that (now full) target with the clean flag: refused untouched.
+    let cb = t.callbacks().await?;
+    let out = with_callbacks(
+        keyed(t.restore(&target, &store, &key))
+            .env(E::CLEAN_FLAG, "true")
+            .env("ENCRYPTION_IDENTITY_FILE", &other.file),
+        &cb,
+        "wrong-key",
+    )
+    .run()
+    .await?;
+    check::failed(
+        &out,
+        exit::INTEGRITY,
+        &cb,
+        "the key does not match",
+        "restore with an unrelated key",
+    );
+    for public in [&k1.public, &k2.public, &other.public] {
+        assert!(
+            out.stderr.contains(public.as_str()),
+            "restore with an unrelated key: the error should name {public}:\n{}",
+            out.stderr
+        );
+    }
+    scan_texts(&mut texts, &out, Some(&cb));
+    t.assert_same(source, &target, "the target of the wrong-key restore")
+        .await?;
+
+    // No key: a configuration error naming the recipients, before the database.
+    let cb = t.callbacks().await?;
+    let out = with_callbacks(
+        t.restore(&target, &store, &key).env(E::CLEAN_FLAG, "true"),
+        &cb,
+        "no-key",
+    )
+    .run()
+    .await?;
+    check::failed(
+        &out,
+        exit::CONFIG,
+        &cb,
+        "ENCRYPTION_IDENTITY_FILE",
+        "restore without a key",
+    );
+    let message = last_message(&cb);
+    for public in recipients {
+        assert!(
+            message.contains(public) && out.stderr.contains(public),
+            "restore without a key: the error should name {public}: {message}\n{}",
+            out.stderr
+        );
+    }
+    assert_database_not_contacted(&out, "restore without a key");
+    scan_texts(&mut texts, &out, Some(&cb));
+
+    // Identity 2 alone restores it too.
+    let target = t.fresh(&source.db).await?;
+    let out = keyed(t.restore(&target, &store, &key))
+        .env("ENCRYPTION_IDENTITY_FILE", &k2.file)
+        .run()
+        .await?;
+    out.assert_ok("restore with identity 2");
+    scan_texts(&mut texts, &out, None);
+    t.assert_same(source, &target, "restored with identity 2")
+        .await?;
+
+    // verify: without a key the stored bytes only; with a key, all the way; a wrong key fails.
+    let verify = |identity: Option<&str>| {
+        let job = keyed(store.attach(t.job()))
+            .env("OPERATION_TYPE", "verify")
+            .env("BACKUP_PATH", &key);
+        match identity {
+            Some(file) => job.env("ENCRYPTION_IDENTITY_FILE", file),
+            None => job,
+        }
+    };
+    for (identity, decrypted, says) in [
+        (
+            None,
+            false,
+            "the stored bytes were checked but not decrypted",
+        ),
+        (
+            Some(rotation.as_str()),
+            true,
+            "it decrypts and decompresses to the recorded size",
+        ),
+    ] {
+        let what = format!("verify with {}", identity.unwrap_or("no key"));
+        let cb = t.callbacks().await?;
+        let out = with_callbacks(verify(identity), &cb, "verify")
+            .run()
+            .await?;
+        out.assert_ok(&what);
+        let meta = last_metadata(&cb, &what);
+        assert_eq!(meta["verified"], true, "{what}: {meta}");
+        assert_eq!(meta["encrypted"], true, "{what}: {meta}");
+        assert_eq!(meta["decrypted"], decrypted, "{what}: {meta}");
+        assert_eq!(meta["sha256"], manifest["sha256"], "{what}: {meta}");
+        assert!(
+            last_message(&cb).contains(says) && out.stderr.contains(says),
+            "{what}: should say {says:?}: {}",
+            last_message(&cb)
+        );
+        scan_texts(&mut texts, &out, Some(&cb));
+    }
+    let cb = t.callbacks().await?;
+    let out = with_callbacks(verify(Some(other.file.as_str())), &cb, "verify-wrong-key")
+        .run()
+        .await?;
+    check::failed(
+        &out,
+        exit::INTEGRITY,
+        &cb,
+        "the key does not match",
+        "verify with an unrelated key",
+    );
+    scan_texts(&mut texts, &out, Some(&cb));
+
+    // The reference tools: exactly the dump tool's output.
+    let work = tempfile::tempdir()?;
+    let stored = work.path().join("object.age");
+    std::fs::write(&stored, &object)?;
+    let cli = age_cli_decrypt(&k1.host_file, &stored)?;
+    ensure!(
+        cli.status.success(),
+        "age -d | zstd -d: {}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let plain = cli.stdout;
+    assert_eq!(
+        plain.len() as u64,
+        manifest["raw_bytes"].as_u64().unwrap_or(0),
+        "age -d | zstd -d: the plaintext's size and the manifest's raw_bytes"
+    );
+    let format = manifest["format"].as_str().unwrap_or_default();
+    assert_dump_format(&product, format, &plain, "age -d | zstd -d");
+    assert!(
+        harness::scenario::find(&plain, text.as_bytes()).is_some(),
+        "the dump should hold {text:?}, which the stored bytes must not"
+    );
+    let refused = age_cli_decrypt(&other.host_file, &stored)?;
+    assert!(
+        !refused.status.success() && refused.stdout.is_empty(),
+        "age -d with the unrelated key should fail"
+    );
+
+    // A passphrase from a mounted file, uncompressed: only the encryption hides the data.
+    let pass_key = format!("{}/sample-passphrase.enc", t.cell().name);
+    let cb = t.callbacks().await?;
+    let ((backup, seen), target) = {
+        let (scan, target) = tokio::join!(
+            scanned(with_callbacks(
+                keyed(t.backup(&source.db, &store, &pass_key))
+                    .env("ENCRYPTION_PASSPHRASE_FILE", &passphrase_file)
+                    .env("COMPRESSION", "none"),
+                &cb,
+                "passphrase-backup",
+            )),
+            t.fresh(&source.db)
+        );
+        (scan?, target?)
+    };
+    backup.assert_ok("passphrase backup");
+    scan_texts(&mut texts, &backup, Some(&cb));
+    argv.extend(seen);
+    let pass_manifest = store.manifest(&pass_key).await?;
+    let pass_object = store.get(&pass_key).await?;
+    check::encrypted_manifest(
+        t.cell(),
+        &pass_manifest,
+        &pass_key,
+        &pass_object,
+        "passphrase-backup",
+        "none",
+        "scrypt",
+        &[],
+        "passphrase backup",
+    );
+    check::backup_callbacks(
+        &cb,
+        "passphrase-backup",
+        &pass_manifest,
+        "passphrase backup",
+    );
+    check::age_object(&pass_object, "scrypt", 1, text, "passphrase backup");
+    let (bytes, raw) = (
+        pass_manifest["bytes"].as_u64().unwrap_or(0),
+        pass_manifest["raw_bytes"].as_u64().unwrap_or(0),
+    );
+    assert!(
+        bytes > raw,
+        "passphrase backup: uncompressed, the object ({bytes}) is the dump ({raw}) and age's overhead"
+    );
+    let (restore, seen) = scanned(
+        t.restore(&target, &store, &pass_key)
+            .env("ENCRYPTION_PASSPHRASE", &passphrase),
+    )
+    .await?;
+    restore.assert_ok("restore with the passphrase");
+    scan_texts(&mut texts, &restore, None);
+    argv.extend(seen);
+    t.assert_same(source, &target, "restored with the passphrase")
+        .await?;
+
+    // The secret scan.
+    for manifest_key in store
+        .keys()
+        .await?
+        .iter()
+        .filter(|k| k.ends_with(".manifest.json"))
+    {
+        texts.push(String::from_utf8(store.get(manifest_key).await?)?);
+    }
+    assert!(
+        argv.iter().any(|l| l.contains("backup-runner")),
+        "the argv scans never saw the runner: {argv:?}"
+    );
+    let mut secrets = vec![passphrase.clone()];
+    for k in [&k1, &k2, &other] {
+        secrets.push(k.secret.clone());
+        // Bech32 is case-insensitive: a lower-cased key is the same key.
+        secrets.push(k.secret.to_lowercase());
+        // The part after the prefix, for a key quoted in pieces.
+        let rest = &k.secret["AGE-SECRET-KEY-1".len()..];
+        secrets.extend([rest.to_string(), rest.to_lowercase()]);
+    }
+    let (text_count, argv_count) = (texts.len(), argv.len());
+    texts.extend(argv);
+    check::no_secret(&texts, &secrets, "encryption secret scan");
+    store.clear().await?;
+    t.log(format!(
+        "{} stored for 2 recipients ({} dump, {format}); identities 1 and 2 and a passphrase \
+         restore it, an unrelated key exits 8, no key exits 2; age | zstd gives the dump; no \
+         secret in {text_count} texts and {argv_count} argv lines; {:.1}s",
+        manifest["bytes"],
+        manifest["raw_bytes"],
+        begun.elapsed().as_secs_f64()
+    ));
+    Ok(())
 }
 
 /// A backup of the large data uncompressed in 5 MiB parts, one in flight, so the upload is

@@ -95,6 +95,9 @@ pub trait EngineUnderTest: Send + Sync + Sized + 'static {
     const CLEAN_FLAG: &'static str;
     /// What the runner's error says when the database refuses the password.
     const DENIED: &'static str;
+    /// A string the seeded [`Data::Sample`] holds that its dump carries as it is (not
+    /// compressed by the dump tool), for showing that an encrypted backup does not.
+    const SAMPLE_TEXT: &'static str;
 
     /// Starts `server_image` on `network` with the empty database jobs use, for `data` (an
     /// engine may tune the server for bulk loads).
@@ -698,7 +701,7 @@ pub mod check {
     }
 
     /// The manifest of a backup made by `cell`'s image of `key` (the stored `object`) for job
-    /// `job_id`, compressed with the default (zstd).
+    /// `job_id`, compressed with the default (zstd), not encrypted.
     pub fn manifest(
         cell: &Cell,
         manifest: &serde_json::Value,
@@ -709,6 +712,44 @@ pub mod check {
     ) {
         let m = manifest;
         assert_eq!(m["manifest_version"], 1, "{what}: {m}");
+        assert!(m.get("encryption").is_none(), "{what}: not encrypted: {m}");
+        manifest_fields(cell, m, key, object, job_id, "zstd", what);
+    }
+
+    /// The manifest of a backup encrypted with age, `kind` `x25519` to `recipients` or `scrypt`
+    /// (a passphrase, no recipients), compressed with `compression`: version 2, the encryption
+    /// recorded exactly, and `bytes` and `sha256` those of the stored (encrypted) `object`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encrypted_manifest(
+        cell: &Cell,
+        manifest: &serde_json::Value,
+        key: &str,
+        object: &[u8],
+        job_id: &str,
+        compression: &str,
+        kind: &str,
+        recipients: &[&str],
+        what: &str,
+    ) {
+        let m = manifest;
+        assert_eq!(m["manifest_version"], 2, "{what}: {m}");
+        assert_eq!(
+            m["encryption"],
+            serde_json::json!({"scheme": "age", "kind": kind, "recipients": recipients}),
+            "{what}: the manifest's encryption"
+        );
+        manifest_fields(cell, m, key, object, job_id, compression, what);
+    }
+
+    fn manifest_fields(
+        cell: &Cell,
+        m: &serde_json::Value,
+        key: &str,
+        object: &[u8],
+        job_id: &str,
+        compression: &str,
+        what: &str,
+    ) {
         assert_eq!(m["job_id"], job_id, "{what}: {m}");
         assert!(
             m["engine"] == cell.engine.as_str() || m["engine"] == cell.product(),
@@ -743,7 +784,7 @@ pub mod check {
         );
         let raw = m["raw_bytes"].as_u64().unwrap_or(0);
         assert!(raw > 0, "{what}: raw_bytes {raw}");
-        assert_eq!(m["compression"]["algorithm"], "zstd", "{what}: {m}");
+        assert_eq!(m["compression"]["algorithm"], compression, "{what}: {m}");
         assert!(
             m["parts"].as_u64().unwrap_or(0) >= 1 && m["part_size"].as_u64().unwrap_or(0) > 0,
             "{what}: {m}"
@@ -774,6 +815,29 @@ pub mod check {
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{what}: unreadable peak_rss_bytes"))
+    }
+
+    /// Panics unless `object` is an age file (the format of the `age` tool) whose header holds
+    /// `count` recipient stanzas of `kind` (`X25519`, `scrypt`) and never `plaintext`.
+    pub fn age_object(object: &[u8], kind: &str, count: usize, plaintext: &str, what: &str) {
+        const MAGIC: &[u8] = b"age-encryption.org/v1\n";
+        assert!(
+            object.starts_with(MAGIC),
+            "{what}: the stored object is not an age file: {:?}",
+            String::from_utf8_lossy(&object[..object.len().min(40)])
+        );
+        let end = super::find(object, b"\n--- ")
+            .unwrap_or_else(|| panic!("{what}: the age header has no MAC line"));
+        let header = String::from_utf8_lossy(&object[..end]);
+        let stanzas = header.matches(&format!("\n-> {kind} ")).count();
+        assert_eq!(
+            stanzas, count,
+            "{what}: {kind} stanzas in the header:\n{header}"
+        );
+        assert!(
+            super::find(object, plaintext.as_bytes()).is_none(),
+            "{what}: the stored bytes hold the plaintext {plaintext:?}"
+        );
     }
 
     /// Panics if any of `secrets` occurs in any of `texts`.
@@ -826,6 +890,23 @@ pub fn line_differences(expected: &str, actual: &str) -> Vec<String> {
     out
 }
 
+/// Where `needle` first occurs in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    let first = needle[0];
+    let mut at = 0;
+    while let Some(i) = haystack[at..].iter().position(|&b| b == first) {
+        let start = at + i;
+        if haystack[start..].starts_with(needle) {
+            return Some(start);
+        }
+        at = start + 1;
+    }
+    None
+}
+
 /// Whether a marker (see [`EngineUnderTest::set_marker`]) can go into SQL as a literal as it is.
 pub fn plain_marker(value: &str) -> bool {
     !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -855,5 +936,13 @@ mod tests {
         );
         assert_eq!(line_differences("a\na", "a"), ["missing: a"]);
         assert_eq!(line_differences("", "z"), ["unexpected: z"]);
+    }
+
+    #[test]
+    fn find_locates_a_byte_string() {
+        assert_eq!(find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(find(b"aaab", b"aab"), Some(1));
+        assert_eq!(find(b"abc", b"abcd"), None);
+        assert_eq!(find(b"", b"a"), None);
     }
 }

@@ -46,6 +46,8 @@ impl EngineUnderTest for Mysql {
     const ENGINE: &'static str = "mysql";
     const CLEAN_FLAG: &'static str = "RESTORE_CLEAN";
     const DENIED: &'static str = "Access denied";
+    /// An email of the seeded customers, in the dump's INSERT statements.
+    const SAMPLE_TEXT: &'static str = "c123@example.com";
 
     async fn start(server_image: &str, network: &str, data: Data) -> Result<MyDb> {
         // Bulk loads of the large data without the durability a test server does not need.

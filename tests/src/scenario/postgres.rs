@@ -35,6 +35,8 @@ impl EngineUnderTest for Postgres {
     const ENGINE: &'static str = "postgres";
     const CLEAN_FLAG: &'static str = "RESTORE_CLEAN";
     const DENIED: &'static str = "password authentication failed";
+    /// An email of the seeded customers, in the dump's COPY data (pg_dump runs uncompressed).
+    const SAMPLE_TEXT: &'static str = "c1234@example.com";
 
     async fn start(server_image: &str, network: &str, _data: Data) -> Result<PgDb> {
         let server = DbContainer::postgres(server_image, network).await?;

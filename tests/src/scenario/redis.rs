@@ -54,6 +54,8 @@ impl EngineUnderTest for Redis {
     const ENGINE: &'static str = "redis";
     const CLEAN_FLAG: &'static str = "RESTORE_FLUSH";
     const DENIED: &'static str = "refused the credentials";
+    /// A key name of the sample: short key names are stored as they are in both formats.
+    const SAMPLE_TEXT: &'static str = "stream:events";
 
     async fn start(server_image: &str, network: &str, data: Data) -> Result<RedisDb> {
         let server = RedisContainer::start(server_image, network, &password()).await?;

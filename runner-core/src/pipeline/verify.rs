@@ -70,11 +70,15 @@ pub async fn verify(
 }
 
 /// Refuses, before the database is contacted, a restore of an encrypted backup with no key.
+/// A manifest that cannot be read here is left to the restore, which reads it again after the
+/// database's checks and reports it in the usual order.
 pub async fn check_keys(cfg: &Config, storage: &Storage) -> Result<(), Error> {
     let key = backup_path(cfg)?;
-    let manifest = read_manifest(storage, key).await?;
-    match &manifest.encryption {
-        Some(info) if cfg.keys.is_empty() => Err(missing_key(info, &storage.describe(key))),
+    match read_manifest(storage, key).await {
+        Ok(Manifest {
+            encryption: Some(info),
+            ..
+        }) if cfg.keys.is_empty() => Err(missing_key(&info, &storage.describe(key))),
         _ => Ok(()),
     }
 }

@@ -65,17 +65,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     super::prepare("postgres", "backup-runner-postgres")?;
-    // A copy, as in `bench mysql`: other builds in the shared target directory may replace the
-    // binary while the bench runs.
-    let copy = tempfile::Builder::new()
-        .prefix("bench-runner-")
-        .tempdir_in(root().join("target"))?;
-    let runner = copy.path().join("backup-runner-postgres");
-    std::fs::copy(
-        root().join("target/release/backup-runner-postgres"),
-        &runner,
-    )
-    .context("copying the runner")?;
+    let (_copy, runner) = super::runner_copy("backup-runner-postgres")?;
     tokio::runtime::Runtime::new()?.block_on(bench(runner, backups))
 }
 

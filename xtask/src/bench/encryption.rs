@@ -58,16 +58,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "age-keygen is missing (Debian package `age`)"
     );
     super::prepare("postgres", "backup-runner-postgres")?;
-    // A copy: other builds in the shared target directory may replace the binary meanwhile.
-    let copy = tempfile::Builder::new()
-        .prefix("bench-runner-")
-        .tempdir_in(root().join("target"))?;
-    let runner = copy.path().join("backup-runner-postgres");
-    std::fs::copy(
-        root().join("target/release/backup-runner-postgres"),
-        &runner,
-    )
-    .context("copying the runner")?;
+    let (_copy, runner) = super::runner_copy("backup-runner-postgres")?;
     tokio::runtime::Runtime::new()?.block_on(bench(runner, &sizes, runs))
 }
 

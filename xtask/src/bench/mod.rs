@@ -153,6 +153,19 @@ fn prepare(engine: &str, package: &str) -> Result<()> {
     Ok(())
 }
 
+/// A copy of the release binary `name` in a directory of its own under target/: other builds in
+/// the shared target directory (the images' binaries, built for a given flavor and version) may
+/// replace the binary while a bench runs. The directory goes with the returned guard.
+fn runner_copy(name: &str) -> Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let copy = tempfile::Builder::new()
+        .prefix("bench-runner-")
+        .tempdir_in(root().join("target"))?;
+    let runner = copy.path().join(name);
+    std::fs::copy(root().join("target/release").join(name), &runner)
+        .context("copying the runner")?;
+    Ok((copy, runner))
+}
+
 async fn bench(sizes: &[u64]) -> Result<()> {
     let (pg, s3) = (PgServer::start().await?, S3Server::start().await?);
     s3.create_bucket(BUCKET).await?;

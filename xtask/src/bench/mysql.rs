@@ -111,14 +111,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     super::prepare("mysql", "backup-runner-mysql")?;
-    // A copy: other builds in the shared target directory (the images' binaries, built for a
-    // given flavor and version) may replace the binary while the bench runs.
-    let copy = tempfile::Builder::new()
-        .prefix("bench-runner-")
-        .tempdir_in(root().join("target"))?;
-    let runner = copy.path().join("backup-runner-mysql");
-    std::fs::copy(root().join("target/release/backup-runner-mysql"), &runner)
-        .context("copying the runner")?;
+    let (_copy, runner) = super::runner_copy("backup-runner-mysql")?;
     tokio::runtime::Runtime::new()?.block_on(bench(runner, &sizes, float_rows))
 }
 

@@ -9,13 +9,11 @@
 //! records the scheme and the recipients' public keys.
 
 use std::io::{self, Write};
-use std::pin::Pin;
 use std::str::FromStr;
-use std::task::{Context, Poll};
 
 use age::secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
+use tokio::io::{AsyncBufRead, BufReader};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
 use crate::error::Error;
@@ -257,9 +255,7 @@ where
             )),
             other => header_error(other, location),
         })?;
-    Ok(Decrypted {
-        inner: BufReader::with_capacity(64 << 10, reader.compat()),
-    })
+    Ok(BufReader::with_capacity(64 << 10, reader.compat()))
 }
 
 fn header_error(e: age::DecryptError, location: &str) -> Error {
@@ -274,29 +270,7 @@ fn header_error(e: age::DecryptError, location: &str) -> Error {
 type AgeReader<R> = Compat<age::stream::StreamReader<Compat<R>>>;
 
 /// Plaintext read from an age object.
-pub struct Decrypted<R> {
-    inner: BufReader<AgeReader<R>>,
-}
-
-impl<R: AsyncBufRead + Unpin> AsyncRead for Decrypted<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<R: AsyncBufRead + Unpin> AsyncBufRead for Decrypted<R> {
-    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        Pin::new(&mut self.get_mut().inner).poll_fill_buf(cx)
-    }
-
-    fn consume(mut self: Pin<&mut Self>, amt: usize) {
-        Pin::new(&mut self.inner).consume(amt)
-    }
-}
+pub type Decrypted<R> = BufReader<AgeReader<R>>;
 
 /// Where the compressor thread writes: straight through, or through age's stream encryption.
 pub(crate) enum Sink<W: Write> {

@@ -14,6 +14,7 @@ use crate::engine::Engine;
 use crate::env::EnvReader;
 use crate::error::{Error, ExitCode};
 use crate::manifest::{manifest_key, Manifest};
+use crate::observe::{Finished, Labels, Observers};
 use crate::pipeline::{self, human, Progress};
 use crate::secret::redact;
 use crate::storage::Storage;
@@ -116,6 +117,7 @@ pub async fn run<E: Engine>(lookup: &(dyn Fn(&str) -> Option<String> + Sync)) ->
     let Some(cfg) = cfg else {
         return ExitCode::Internal;
     };
+    crate::logging::set_job_fields(&cfg.job_id, info.name, cfg.operation.as_str());
     let span = tracing::info_span!(
         "job",
         job_id = %cfg.job_id,
@@ -125,17 +127,21 @@ pub async fn run<E: Engine>(lookup: &(dyn Fn(&str) -> Option<String> + Sync)) ->
     execute(engine, cfg).instrument(span).await
 }
 
-/// Sends the `failed` callback for a bad config when the callback settings themselves are fine.
+/// Reports a bad config as a failure (`failed` callback, metrics, `/fail` ping) to those of the
+/// observers whose own settings are fine.
 async fn report_config_failure(
     lookup: &(dyn Fn(&str) -> Option<String> + Sync),
     engine: &'static str,
     err: &Error,
 ) {
     let mut env = EnvReader::new(lookup);
-    let Ok(Some(callback)) = read_callback(&mut env) else {
-        return;
-    };
+    let callback = read_callback(&mut env).ok().flatten();
+    let observe = crate::config::read_observe(&mut env);
     let job_id = env.string("JOB_ID").unwrap_or_else(|| "unknown".into());
+    let database = env
+        .string("SOURCE_DB_NAME")
+        .or_else(|| env.string("DB_NAME"))
+        .unwrap_or_default();
     let operation = env
         .string("OPERATION_TYPE")
         .and_then(|op| {
@@ -145,9 +151,28 @@ async fn report_config_failure(
         })
         .unwrap_or(Operation::Backup)
         .as_str();
-    Notifier::new(Some(callback), &job_id, operation, engine)
-        .status(Status::Failed, &err.to_string())
-        .await;
+    let message = redact(&err.to_string());
+    let observers = Observers::new(
+        &observe,
+        Labels {
+            engine: engine.into(),
+            database,
+            operation: operation.into(),
+        },
+    );
+    let finished = Finished {
+        code: err.exit_code(),
+        message: message.clone(),
+        duration: std::time::Duration::ZERO,
+        bytes: None,
+        raw_bytes: None,
+        peak_rss: peak_rss_bytes(),
+    };
+    let notifier = Notifier::new(callback, &job_id, operation, engine);
+    tokio::join!(
+        notifier.status(Status::Failed, &message),
+        observers.finished(&finished)
+    );
 }
 
 enum Outcome {
@@ -164,6 +189,19 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
     let info = E::info();
     let op = cfg.operation;
     let notifier = Notifier::new(cfg.callback.clone(), &cfg.job_id, op.as_str(), info.name);
+    let database = match (op.is_catalog(), &cfg.catalog.source_db) {
+        (true, Some(source)) => source.clone(),
+        (true, None) => String::new(),
+        (false, _) => cfg.db.name.clone(),
+    };
+    let observers = Observers::new(
+        &cfg.observe,
+        Labels {
+            engine: info.name.into(),
+            database,
+            operation: op.as_str().into(),
+        },
+    );
     let started = Instant::now();
     tracing::info!(
         phase = "start",
@@ -171,16 +209,20 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
         info.display_name,
         op.as_str()
     );
-    notifier
-        .status(
-            Status::Running,
-            &format!("{} {} started", info.display_name, op.as_str()),
-        )
-        .await;
+    let running = format!("{} {} started", info.display_name, op.as_str());
+    tokio::join!(
+        notifier.status(Status::Running, &running),
+        observers.started()
+    );
+    let report = Report {
+        notifier: &notifier,
+        observers: &observers,
+        started,
+    };
 
     let storage = match Storage::new(&cfg.storage).await {
         Ok(s) => s,
-        Err(e) => return fail(&notifier, None, e).await,
+        Err(e) => return report.failed(None, e).await,
     };
     let work = async {
         if op == Operation::Backup {
@@ -303,19 +345,22 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
     };
 
     let elapsed = started.elapsed();
-    match result {
-        Ok(Outcome::Report(report)) => {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => return report.failed(Some(&storage), e).await,
+    };
+    let (message, bytes, raw_bytes) = match outcome {
+        Outcome::Report(r) => {
             tracing::info!(
                 phase = "done",
                 duration_ms = elapsed.as_millis() as u64,
                 "{}",
-                report.message
+                r.message
             );
-            notifier.metadata(report.metadata).await;
-            notifier.status(Status::Success, &report.message).await;
-            ExitCode::Success
+            notifier.metadata(r.metadata).await;
+            (r.message, None, None)
         }
-        Ok(Outcome::Backup(m, pruned)) => {
+        Outcome::Backup(m, pruned) => {
             let peak_rss = peak_rss_bytes();
             let location = storage.describe(&m.object_key);
             let message = format!(
@@ -356,10 +401,9 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     "prune": pruned,
                 }))
                 .await;
-            notifier.status(Status::Success, &message).await;
-            ExitCode::Success
+            (message, Some(m.bytes), Some(m.raw_bytes))
         }
-        Ok(Outcome::Restore(m)) => {
+        Outcome::Restore(m) => {
             let message = format!(
                 "{} restore completed: {} ({} dump) from {} into database {:?} in {:.1}s",
                 info.display_name,
@@ -376,36 +420,19 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                 peak_rss_bytes = peak_rss_bytes(),
                 "{message}"
             );
-            notifier.status(Status::Success, &message).await;
-            ExitCode::Success
+            (message, Some(m.bytes), Some(m.raw_bytes))
         }
-        Ok(Outcome::Verified(m, checked, scratch)) => {
-            let mut restored = match &scratch {
-                Some(db) => format!(", and it restores into database {db:?}"),
-                None => String::new(),
-            };
-            match (&m.encryption, checked) {
-                (Some(e), pipeline::Checked::StoredBytesOnly) => restored.push_str(&format!(
-                    "; it is encrypted for {} and no key was given, so the stored bytes were checked but not decrypted (set ENCRYPTION_IDENTITY_FILE to check that too)",
-                    e.describe()
-                )),
-                (Some(_), pipeline::Checked::Fully) => {
-                    restored.push_str("; it decrypts and decompresses to the recorded size")
-                }
-                (None, _) => {}
-            }
-            let message = format!(
-                "{} backup verified: {} matches its manifest (sha256 {}, {} stored, {} dump, taken {} from {}){restored} in {:.1}s",
-                info.display_name,
-                storage.describe(&m.object_key),
-                m.sha256,
-                human(m.bytes),
-                human(m.raw_bytes),
-                m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
-                m.server_version,
-                elapsed.as_secs_f64()
+        Outcome::Verified(m, checked, scratch) => {
+            let message =
+                verified_message(info, &storage, &m, checked, scratch.as_deref(), elapsed);
+            tracing::info!(
+                phase = "done",
+                sha256 = %m.sha256,
+                bytes = m.bytes,
+                duration_ms = elapsed.as_millis() as u64,
+                peak_rss_bytes = peak_rss_bytes(),
+                "{message}"
             );
-            tracing::info!(phase = "done", sha256 = %m.sha256, bytes = m.bytes, "{message}");
             notifier
                 .metadata(json!({
                     "verified": true,
@@ -420,40 +447,116 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     "decrypted": m.encryption.is_some() && checked == pipeline::Checked::Fully,
                 }))
                 .await;
-            notifier.status(Status::Success, &message).await;
-            ExitCode::Success
+            (message, Some(m.bytes), Some(m.raw_bytes))
         }
-        Err(e) => fail(&notifier, Some(&storage), e).await,
-    }
+    };
+    report
+        .succeeded(Finished {
+            code: ExitCode::Success,
+            message,
+            duration: elapsed,
+            bytes,
+            raw_bytes,
+            peak_rss: peak_rss_bytes(),
+        })
+        .await
 }
 
-async fn fail(notifier: &Notifier, storage: Option<&Storage>, err: Error) -> ExitCode {
-    let message = redact(&err.to_string());
-    let code = err.exit_code();
-    tracing::error!(phase = "failed", exit_code = code as u8, "{message}");
-    if matches!(err, Error::Interrupted(_)) {
-        // The orchestrator's grace period is short: the report and the aborts run together
-        // within the budget, and whatever is not done by then is logged and left.
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
-        let abort = async {
-            if let Some(storage) = storage {
-                storage.abort_pending(Some(deadline)).await;
-            }
-        };
-        let report = async {
-            let sent = notifier.status(Status::Failed, &message);
-            if tokio::time::timeout_at(deadline, sent).await.is_err() {
-                tracing::warn!("the failed callback did not complete before the shutdown deadline");
-            }
-        };
-        tokio::join!(abort, report);
-    } else {
-        if let Some(storage) = storage {
-            storage.abort_pending(None).await;
+fn verified_message(
+    info: &crate::engine::EngineInfo,
+    storage: &Storage,
+    m: &Manifest,
+    checked: pipeline::Checked,
+    scratch: Option<&str>,
+    elapsed: std::time::Duration,
+) -> String {
+    let mut restored = match scratch {
+        Some(db) => format!(", and it restores into database {db:?}"),
+        None => String::new(),
+    };
+    match (&m.encryption, checked) {
+        (Some(e), pipeline::Checked::StoredBytesOnly) => restored.push_str(&format!(
+            "; it is encrypted for {} and no key was given, so the stored bytes were checked but not decrypted (set ENCRYPTION_IDENTITY_FILE to check that too)",
+            e.describe()
+        )),
+        (Some(_), pipeline::Checked::Fully) => {
+            restored.push_str("; it decrypts and decompresses to the recorded size")
         }
-        notifier.status(Status::Failed, &message).await;
+        (None, _) => {}
     }
-    code
+    format!(
+        "{} backup verified: {} matches its manifest (sha256 {}, {} stored, {} dump, taken {} from {}){restored} in {:.1}s",
+        info.display_name,
+        storage.describe(&m.object_key),
+        m.sha256,
+        human(m.bytes),
+        human(m.raw_bytes),
+        m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+        m.server_version,
+        elapsed.as_secs_f64()
+    )
+}
+
+/// The end of a job told to everyone listening: the final callback, the metrics and the health
+/// ping, sent together.
+struct Report<'a> {
+    notifier: &'a Notifier,
+    observers: &'a Observers,
+    started: Instant,
+}
+
+impl Report<'_> {
+    async fn succeeded(&self, finished: Finished) -> ExitCode {
+        tokio::join!(
+            self.notifier.status(Status::Success, &finished.message),
+            self.observers.finished(&finished)
+        );
+        ExitCode::Success
+    }
+
+    async fn failed(&self, storage: Option<&Storage>, err: Error) -> ExitCode {
+        let message = redact(&err.to_string());
+        let code = err.exit_code();
+        tracing::error!(phase = "failed", exit_code = code as u8, "{message}");
+        let finished = Finished {
+            code,
+            message: message.clone(),
+            duration: self.started.elapsed(),
+            bytes: None,
+            raw_bytes: None,
+            peak_rss: peak_rss_bytes(),
+        };
+        let tell = async {
+            tokio::join!(
+                self.notifier.status(Status::Failed, &message),
+                self.observers.finished(&finished)
+            );
+        };
+        if matches!(err, Error::Interrupted(_)) {
+            // The orchestrator's grace period is short: the reports and the aborts run together
+            // within the budget, and whatever is not done by then is logged and left.
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+            let abort = async {
+                if let Some(storage) = storage {
+                    storage.abort_pending(Some(deadline)).await;
+                }
+            };
+            let report = async {
+                if tokio::time::timeout_at(deadline, tell).await.is_err() {
+                    tracing::warn!(
+                        "the failed callback, metrics or health ping did not complete before the shutdown deadline"
+                    );
+                }
+            };
+            tokio::join!(abort, report);
+        } else {
+            if let Some(storage) = storage {
+                storage.abort_pending(None).await;
+            }
+            tell.await;
+        }
+        code
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -1,5 +1,5 @@
 //! Everything the engine binaries share: configuration, the job lifecycle, the streaming
-//! pipeline, storage backends, callbacks, the manifest, logging and exit codes.
+//! pipeline, storage backends, callbacks, metrics and health pings, the manifest, logging and exit codes.
 //!
 //! An engine implements [`Engine`] (which commands, which format) and its `main` calls
 //! [`job::main`].
@@ -17,6 +17,7 @@ pub mod job;
 pub mod keys;
 pub mod logging;
 pub mod manifest;
+pub mod observe;
 pub mod pipeline;
 pub mod retention;
 pub mod secret;

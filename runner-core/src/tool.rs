@@ -8,6 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use tracing::Instrument;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -173,7 +174,7 @@ impl ToolCommand {
         let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
         let stderr = child.stderr.take().expect("stderr is piped");
         let name = self.program.clone();
-        let stderr_task = tokio::spawn(collect_stderr(name.clone(), stderr));
+        let stderr_task = tokio::spawn(collect_stderr(name.clone(), stderr).in_current_span());
         Ok(RunningTool {
             name,
             child,

@@ -12,6 +12,7 @@ pub mod mysql_sample;
 pub mod pg_sample;
 mod postgres;
 pub mod proxy;
+pub mod pushgateway;
 pub mod redis_client;
 pub mod redis_sample;
 mod s3;

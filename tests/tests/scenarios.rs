@@ -19,6 +19,7 @@ use harness::containers::{
     docker_cli, inspect_image, shared_dir, Job, JobOutput, RunningJob, HOST_ALIAS,
 };
 use harness::proxy::TcpProxy;
+use harness::pushgateway::Pushgateway;
 use harness::scenario::suite::version;
 use harness::scenario::{
     check, exit, wait_for_log, with_callbacks, Cells, Ctx, Data, EngineUnderTest, Mysql, Paused,
@@ -70,6 +71,7 @@ fn scenarios<E: EngineUnderTest>() -> Vec<Scenario<E>> {
         scenario!(memory_stays_bounded_on_a_large_dump, Full),
         scenario!(database_killed_mid_dump_fails_and_leaves_nothing, Full),
         scenario!(catalog_lists_restores_latest_prunes_and_checks, Full),
+        scenario!(metrics_pings_and_json_logs_report_success_and_failure, Full),
     ]
 }
 
@@ -1796,6 +1798,192 @@ async fn catalog_lists_restores_latest_prunes_and_checks<E: EngineUnderTest>(
          deletions (exit 6, manifest first), check fresh/stale ({age_text} old) in {:.1}s",
         proxy.failed(),
         begun.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// The value of `name` in the Pushgateway group of `labels`, failing when it is not there.
+async fn pushed(pgw: &Pushgateway, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+    pgw.value(name, labels)
+        .await?
+        .with_context(|| format!("{name} {labels:?} was not pushed"))
+}
+
+/// Every stderr line of a `LOG_FORMAT=json` job is one JSON object with the fields log platforms
+/// map (`timestamp`, `severity`, `message`, `phase`), and the job's lines carry `job_id`,
+/// `engine` and `operation`. Returns the phases seen, in order.
+fn json_log_phases(out: &JobOutput, job_id: &str, engine: &str, what: &str) -> Vec<String> {
+    let mut phases: Vec<String> = Vec::new();
+    for line in out.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{what}: a log line that is not JSON ({e}): {line}"));
+        let ts = v["timestamp"].as_str().unwrap_or_default();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+            "{what}: timestamp {ts:?} in {line}"
+        );
+        assert!(
+            ["DEBUG", "INFO", "WARNING", "ERROR"].contains(&v["severity"].as_str().unwrap_or("")),
+            "{what}: severity in {line}"
+        );
+        assert!(v["message"].is_string(), "{what}: message in {line}");
+        let phase = v["phase"].as_str().unwrap_or_default().to_string();
+        assert!(!phase.is_empty(), "{what}: phase in {line}");
+        if phase != "config" {
+            assert_eq!(v["job_id"], job_id, "{what}: {line}");
+            assert_eq!(v["engine"], engine, "{what}: {line}");
+            assert_eq!(v["operation"], "backup", "{what}: {line}");
+        }
+        if phases.last() != Some(&phase) {
+            phases.push(phase);
+        }
+    }
+    phases
+}
+
+/// Metrics in a real Pushgateway, healthchecks.io-style pings and JSON logs, for a success and
+/// for a failure (a wrong password): the success's metrics match its manifest and the ping pair
+/// shares a run id; the failure pushes its exit code into the same group while the last success
+/// stays, and pings `/fail` with the exit code and the reason but not the password. A
+/// Pushgateway that is down and a ping receiver answering 500 change nothing in the outcome.
+async fn metrics_pings_and_json_logs_report_success_and_failure<E: EngineUnderTest>(
+    t: &Ctx<E>,
+) -> Result<()> {
+    let source = t.sample().await?;
+    let store = t.s3_store().await?;
+    let pgw = Pushgateway::start().await?;
+    let pings = t.callbacks().await?;
+    let cell = t.cell();
+    let job_name = format!("nightly-{}", cell.name);
+    let pgw_url = pgw.url_via(HOST_ALIAS);
+    let observed = |job: Job, job_id: &str| {
+        job.env("JOB_ID", job_id)
+            .env("LOG_FORMAT", "json")
+            .env("METRICS_PUSHGATEWAY_URL", pgw_url.as_str())
+            .env("METRICS_JOB_NAME", &job_name)
+            .env(
+                "HEALTHCHECK_URL",
+                format!("http://{HOST_ALIAS}:{}/ping/0b5e-check", pings.port()),
+            )
+    };
+    let before = chrono::Utc::now().timestamp() as f64;
+    let ok = observed(t.backup(&source.db, &store, "observed.zst"), "observed-ok")
+        .run()
+        .await?;
+    ok.assert_ok("observed backup");
+    let manifest = store.manifest("observed.zst").await?;
+    let database = manifest["database"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let labels = [
+        ("job", job_name.as_str()),
+        ("engine", E::ENGINE),
+        ("database", database.as_str()),
+        ("operation", "backup"),
+    ];
+    let after = chrono::Utc::now().timestamp() as f64 + 1.0;
+    let success_at = pushed(
+        &pgw,
+        "backup_runner_last_success_timestamp_seconds",
+        &labels,
+    )
+    .await?;
+    assert!((before..=after).contains(&success_at), "{success_at}");
+    for (name, expected) in [
+        ("backup_runner_last_exit_code", 0.0),
+        ("backup_runner_job_running", 0.0),
+        (
+            "backup_runner_last_bytes",
+            manifest["bytes"].as_f64().unwrap(),
+        ),
+        (
+            "backup_runner_last_raw_bytes",
+            manifest["raw_bytes"].as_f64().unwrap(),
+        ),
+    ] {
+        assert_eq!(pushed(&pgw, name, &labels).await?, expected, "{name}");
+    }
+    let started_at = pushed(&pgw, "backup_runner_last_start_timestamp_seconds", &labels).await?;
+    assert!(before <= started_at && started_at <= success_at);
+    assert!(pushed(&pgw, "backup_runner_last_duration_seconds", &labels).await? > 0.0);
+    assert!(pushed(&pgw, "backup_runner_last_peak_rss_bytes", &labels).await? > 1e6);
+    let got = pings.wait_for(2, Duration::from_secs(10)).await?;
+    assert_eq!(got[0].path, "/ping/0b5e-check/start", "{got:?}");
+    assert_eq!(got[1].path, "/ping/0b5e-check", "{got:?}");
+    let rid = got[0].query.clone().unwrap_or_default();
+    assert!(rid.starts_with("rid=") && rid.len() == 40, "{rid}");
+    assert_eq!(got[1].query.as_deref(), Some(rid.as_str()));
+    let body = String::from_utf8_lossy(&got[1].raw_body).into_owned();
+    assert!(body.contains("backup completed"), "{body}");
+    let phases = json_log_phases(&ok, "observed-ok", E::ENGINE, "observed backup");
+    for phase in ["start", "preflight", "done"] {
+        assert!(phases.iter().any(|p| p == phase), "{phases:?}");
+    }
+
+    let wrong = "not-the-password-4242";
+    let denied = observed(
+        store
+            .attach(t.job())
+            .envs(&E::wrong_password(cell, &source.db, wrong))
+            .env("BACKUP_PATH", "observed-denied.zst"),
+        "observed-denied",
+    )
+    .run()
+    .await?;
+    denied.assert_code(exit::DB_REFUSED, "wrong password");
+    assert_eq!(
+        pushed(&pgw, "backup_runner_last_exit_code", &labels).await?,
+        exit::DB_REFUSED as f64
+    );
+    assert_eq!(
+        pushed(
+            &pgw,
+            "backup_runner_last_success_timestamp_seconds",
+            &labels
+        )
+        .await?,
+        success_at,
+        "a failure keeps the last success"
+    );
+    assert!(pushed(&pgw, "backup_runner_last_run_timestamp_seconds", &labels).await? >= success_at);
+    assert_eq!(
+        pgw.series("backup_runner_last_exit_code")
+            .await?
+            .iter()
+            .filter(|s| s.labels.get("job") == Some(&job_name))
+            .count(),
+        1,
+        "the failure replaced the group's series instead of adding one"
+    );
+    let got = pings.wait_for(4, Duration::from_secs(10)).await?;
+    assert_eq!(got[2].path, "/ping/0b5e-check/start");
+    assert_eq!(got[3].path, "/ping/0b5e-check/fail");
+    assert_ne!(got[2].query, got[0].query, "each run has its own rid");
+    let body = String::from_utf8_lossy(&got[3].raw_body).into_owned();
+    assert!(body.starts_with("exit code 3: "), "{body}");
+    assert!(body.contains(E::DENIED), "{body}");
+    assert!(!body.contains(wrong), "{body}");
+    check::no_secret(&[denied.stderr.clone()], &[wrong.to_string()], "denied");
+    let phases = json_log_phases(&denied, "observed-denied", E::ENGINE, "denied backup");
+    assert_eq!(
+        phases.last().map(String::as_str),
+        Some("failed"),
+        "{phases:?}"
+    );
+
+    // Nobody listening: the Pushgateway is stopped, the ping receiver answers 500.
+    drop(pgw);
+    pings.fail_next(100, 500);
+    let unheard = observed(t.backup(&source.db, &store, "unheard.zst"), "unheard")
+        .run()
+        .await?;
+    unheard.assert_ok("a backup nobody hears of");
+    for expected in ["metrics not pushed", "health ping"] {
+        assert!(unheard.stderr.contains(expected), "{}", unheard.stderr);
+    }
+    t.log(format!(
+        "pushed and read back: success at {success_at}, then exit 3 with the success kept; pings start/success and start/fail; JSON phases {phases:?}"
     ));
     Ok(())
 }

@@ -19,12 +19,16 @@ mod db;
 mod duration;
 mod encryption;
 mod names;
+mod observe;
 mod storage;
 mod url;
 
 pub use catalog::{CatalogConfig, DEFAULT_PRUNE_GRACE};
 pub use duration::parse_age;
 pub use names::CONDITIONALLY_READ;
+pub use observe::{
+    read_observe, HealthcheckConfig, MetricsConfig, ObserveConfig, DEFAULT_METRICS_JOB,
+};
 pub use storage::{HostInfo, DEFAULT_LOCAL_DIR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +97,8 @@ pub struct Config {
     pub retention_days: Option<u32>,
     pub compression: Compression,
     pub callback: Option<CallbackConfig>,
+    /// `METRICS_PUSHGATEWAY_URL`, `HEALTHCHECK_URL`: who else hears of the job's start and end.
+    pub observe: ObserveConfig,
     pub progress_interval: Option<Duration>,
     /// `VERIFY_RESTORE`: a verify also restores into the configured (scratch) database.
     pub verify_restore: bool,
@@ -300,6 +306,7 @@ impl Config {
         let compression = read_compression(env);
         let (encryption, keys) = encryption::read_encryption(env, operation);
         let callback = read_callback(env);
+        let observe = read_observe(env);
         let progress_interval = match env.int_in::<u64>(
             "PROGRESS_INTERVAL_SECS",
             0,
@@ -329,6 +336,7 @@ impl Config {
             retention_days,
             compression: compression?,
             callback: callback.ok()?,
+            observe,
             progress_interval,
             verify_restore,
             verify_first,

@@ -77,6 +77,10 @@ pub const CONDITIONALLY_READ: &[&str] = &[
     "CALLBACK_SECRET_FILE",
     "CALLBACK_TIMEOUT_SECS",
     "CALLBACK_MAX_ATTEMPTS",
+    // Metrics and health pings.
+    "METRICS_PUSHGATEWAY_URL",
+    "METRICS_JOB_NAME",
+    "HEALTHCHECK_URL",
     // Engine options (each engine reads its own).
     "RESTORE_CLEAN",
     "RESTORE_NO_OWNER",

@@ -93,7 +93,8 @@ fn usage(info: &crate::engine::EngineInfo) -> String {
          \n  BACKUP_PATH      object key (required for restore; derived from STORAGE_PREFIX when unset)\
          \n  COMPRESSION      zstd (default) | gzip | none;  COMPRESSION_LEVEL\
          \n  ENCRYPTION_RECIPIENTS (age1… public keys) or ENCRYPTION_PASSPHRASE[_FILE]; ENCRYPTION_IDENTITY_FILE to restore\
-         \n  CALLBACK_URL, CALLBACK_SECRET[_FILE], JOB_ID, RETENTION_DAYS, LOG_FORMAT=text|json",
+         \n  CALLBACK_URL, CALLBACK_SECRET[_FILE], JOB_ID, RETENTION_DAYS, LOG_FORMAT=text|json\
+         \n  METRICS_PUSHGATEWAY_URL, METRICS_JOB_NAME; HEALTHCHECK_URL (healthchecks.io-style pings)",
         db = info.display_name,
         scheme = info.url_schemes[0],
         port = info.default_port
@@ -111,7 +112,7 @@ pub async fn run<E: Engine>(lookup: &(dyn Fn(&str) -> Option<String> + Sync)) ->
     if let Err(problems) = env.finish() {
         let err = Error::Config(problems);
         tracing::error!("{err}");
-        report_config_failure(lookup, info.name, &err).await;
+        report_config_failure(lookup, info, &err).await;
         return err.exit_code();
     }
     let Some(cfg) = cfg else {
@@ -131,9 +132,10 @@ pub async fn run<E: Engine>(lookup: &(dyn Fn(&str) -> Option<String> + Sync)) ->
 /// observers whose own settings are fine.
 async fn report_config_failure(
     lookup: &(dyn Fn(&str) -> Option<String> + Sync),
-    engine: &'static str,
+    info: &'static crate::engine::EngineInfo,
     err: &Error,
 ) {
+    let engine = info.name;
     let mut env = EnvReader::new(lookup);
     let callback = read_callback(&mut env).ok().flatten();
     let observe = crate::config::read_observe(&mut env);
@@ -141,6 +143,7 @@ async fn report_config_failure(
     let database = env
         .string("SOURCE_DB_NAME")
         .or_else(|| env.string("DB_NAME"))
+        .or_else(|| info.default_database.map(str::to_string))
         .unwrap_or_default();
     let operation = env
         .string("OPERATION_TYPE")

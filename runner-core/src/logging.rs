@@ -127,9 +127,37 @@ where
             .unwrap_or(Value::String(String::new()));
         line.insert("message".into(), message);
         line.extend(fields);
-        let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        writeln!(writer, "{}", ordered(line).map_err(|_| fmt::Error)?)
     }
+}
+
+/// The fields a reader looks for first, in this order; the others follow by name.
+const LEADING: [&str; 7] = [
+    "timestamp",
+    "severity",
+    "message",
+    "job_id",
+    "engine",
+    "operation",
+    "phase",
+];
+
+fn ordered(mut line: Map<String, Value>) -> Result<String, serde_json::Error> {
+    let mut text = String::from("{");
+    let leading = LEADING
+        .iter()
+        .filter_map(|k| line.remove(*k).map(|v| (k.to_string(), v)))
+        .collect::<Vec<_>>();
+    for (i, (key, value)) in leading.into_iter().chain(line).enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&serde_json::to_string(&key)?);
+        text.push(':');
+        text.push_str(&serde_json::to_string(&value)?);
+    }
+    text.push('}');
+    Ok(text)
 }
 
 /// An event's fields as JSON values: numbers and booleans as such, the rest as strings.
@@ -223,6 +251,12 @@ mod tests {
             tracing::info!(bytes = 1234u64, "uploaded \"part\" 1");
             tracing::error!(phase = "failed", exit_code = 6u8, "storage refused");
         });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("{\"timestamp\":") && l.contains("\"severity\":")),
+            "{text}"
+        );
         let lines = lines(&buffer);
         assert_eq!(lines.len(), 4, "{lines:#?}");
         for line in &lines {

@@ -1972,6 +1972,24 @@ async fn metrics_pings_and_json_logs_report_success_and_failure<E: EngineUnderTe
         "{phases:?}"
     );
 
+    // A job that cannot even start (a bad setting) is a failure the observers hear of.
+    let misconfigured = observed(t.backup(&source.db, &store, "never.zst"), "observed-config")
+        .env("COMPRESSION", "brotli")
+        .run()
+        .await?;
+    misconfigured.assert_code(exit::CONFIG, "a bad setting");
+    assert_eq!(
+        pushed(&pgw, "backup_runner_last_exit_code", &labels).await?,
+        exit::CONFIG as f64
+    );
+    let got = pings.wait_for(5, Duration::from_secs(10)).await?;
+    assert_eq!(got[4].path, "/ping/0b5e-check/fail");
+    let body = String::from_utf8_lossy(&got[4].raw_body).into_owned();
+    assert!(
+        body.starts_with("exit code 2: ") && body.contains("COMPRESSION"),
+        "{body}"
+    );
+
     // Nobody listening: the Pushgateway is stopped, the ping receiver answers 500.
     drop(pgw);
     pings.fail_next(100, 500);

@@ -205,3 +205,115 @@ if [ "${#missing[@]}" -gt 0 ]; then
     done
 fi
 log "age: $(age --version), zstd: $(zstd --version | head -n 1)"
+
+# --- docker-registry: a local image registry ---------------------------------
+
+# The push test (tests/tests/push.rs) runs its own `docker-registry serve <config>` on a free
+# port of 127.0.0.1, pushes with `cargo xtask push` and pulls back. The package's own service
+# (port 5000) is kept from starting, and stopped and disabled if systemd started it anyway.
+if ! pkg_installed docker-registry; then
+    log "installing docker-registry"
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"
+        trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+    fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+fi
+if [ -d /run/systemd/system ]; then
+    "${SUDO[@]}" systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+fi
+if [ ! -x /usr/bin/docker-registry ]; then
+    log "error: /usr/bin/docker-registry is missing after installing docker-registry"
+    exit 1
+fi
+log "docker-registry: $(/usr/bin/docker-registry --version)"
+
+# --- prometheus-pushgateway: where the runner pushes its metrics ---------------
+
+# The metrics scenario (tests/tests/scenarios.rs) runs its own prometheus-pushgateway on a free
+# port; the package's own service (port 9091) is kept from starting, or stopped.
+if ! pkg_installed prometheus-pushgateway; then
+    log "installing prometheus-pushgateway"
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"
+        trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+    fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends prometheus-pushgateway >/dev/null
+fi
+if [ -d /run/systemd/system ]; then
+    "${SUDO[@]}" systemctl disable --now prometheus-pushgateway.service >/dev/null 2>&1 || true
+fi
+if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
+    log "error: prometheus-pushgateway is missing after installing it"
+    exit 1
+fi
+log "pushgateway: $(prometheus-pushgateway --version 2>&1 | head -n 1)"
+
+# --- kubernetes-validate, promtool, kubectl: the deployment manifests' checks --
+
+# tests/tests/deploy_manifests.rs validates deploy/ offline: kubernetes-validate (PyPI; it bundles
+# the official Kubernetes schemas, 1.25 to 1.37 in this version), promtool (Debian's `prometheus`;
+# only promtool is used, the package's server is kept from starting) and `kubectl kustomize`.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+kubernetes_validate_ok() {
+    python3 -m kubernetes_validate --version 2>/dev/null | grep -qx "$KUBERNETES_VALIDATE_VERSION"
+}
+if kubernetes_validate_ok; then
+    log "kubernetes-validate: already installed"
+else
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        log "installing python3-pip"
+        "${SUDO[@]}" apt-get update -qq
+        "${SUDO[@]}" apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+    fi
+    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION with pip"
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
+        python3 -m pip install --quiet --disable-pip-version-check \
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    if command -v pyenv >/dev/null 2>&1; then
+        pyenv rehash || true
+    fi
+    hash -r
+    if ! kubernetes_validate_ok; then
+        log "error: kubernetes-validate $KUBERNETES_VALIDATE_VERSION is not importable after installing"
+        exit 1
+    fi
+fi
+log "kubernetes-validate: $(python3 -m kubernetes_validate --version)"
+
+if ! command -v promtool >/dev/null 2>&1; then
+    log "installing prometheus (for promtool)"
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"
+        trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+    fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # If systemd started the server anyway, stop it: only promtool is needed.
+    if [ -d /run/systemd/system ]; then
+        "${SUDO[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
+    if ! command -v promtool >/dev/null 2>&1; then
+        log "error: promtool is missing after installing prometheus"
+        exit 1
+    fi
+fi
+log "promtool: $(promtool --version 2>&1 | head -n 1)"
+
+# The Google Cloud CLI's kubectl is usually there; otherwise Debian's. The components need
+# kustomize 4 or later (kubectl 1.21): bookworm's kubectl 1.20 renders the bases only, and the
+# test says so.
+if ! command -v kubectl >/dev/null 2>&1; then
+    log "installing kubernetes-client (kubectl)"
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+log "kubectl: $(kubectl version --client 2>/dev/null | tr '\n' ' ')"

@@ -1964,7 +1964,11 @@ async fn metrics_pings_and_json_logs_report_success_and_failure<E: EngineUnderTe
     assert!(body.starts_with("exit code 3: "), "{body}");
     assert!(body.contains(E::DENIED), "{body}");
     assert!(!body.contains(wrong), "{body}");
-    check::no_secret(&[denied.stderr.clone()], &[wrong.to_string()], "denied");
+    check::no_secret(
+        std::slice::from_ref(&denied.stderr),
+        &[wrong.to_string()],
+        "denied",
+    );
     let phases = json_log_phases(&denied, "observed-denied", E::ENGINE, "denied backup");
     assert_eq!(
         phases.last().map(String::as_str),

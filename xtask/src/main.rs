@@ -5,6 +5,7 @@ mod bootstrap;
 mod demo;
 mod docker;
 mod images;
+mod manifests;
 
 use std::path::Path;
 use std::process::Command;
@@ -39,7 +40,10 @@ commands:
           manifest read) and warm (the catalog index); writes benchmarks/catalog.md and .json
   bench encryption [--sizes 1024] [--runs 5]
           the runner's backup, verify and restore without and with age encryption, in
-          alternating runs on the same data; writes benchmarks/encryption.md and .json";
+          alternating runs on the same data; writes benchmarks/encryption.md and .json
+  manifests [cell…]
+          write the deployment manifests under deploy/ (Kubernetes kustomize bases and
+          components, Cloud Run jobs, Prometheus alerts) for all buildable cells or the named ones";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,6 +55,7 @@ fn main() -> Result<()> {
         Some("test") => images::test(&args[1..]),
         Some("push") => images::push(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("manifests") => manifests::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())

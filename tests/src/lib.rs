@@ -6,6 +6,7 @@
 
 mod callback;
 pub mod containers;
+pub mod demo;
 pub mod matrix;
 pub mod mysql_hard;
 pub mod mysql_sample;
@@ -24,4 +25,4 @@ pub use callback::{CallbackReceiver, Recorded};
 pub use postgres::{psql, PgServer};
 pub use s3::{S3Api, S3Server};
 pub use s3s::S3sServer;
-pub use util::{free_port, workspace_root};
+pub use util::{free_port, kill_group, start_http_server, workspace_root};

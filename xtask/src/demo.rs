@@ -1,12 +1,13 @@
-//! The main job end to end on this machine: a real PostgreSQL server, a backup into a local
-//! directory (the embedded default storage), a restore, and a comparison.
+//! `cargo xtask demo [cell]`: the main job end to end. Without a cell: the PostgreSQL runner
+//! binary against a real PostgreSQL server on this machine, a backup into a local directory (the
+//! embedded default storage), a restore, and a comparison. With a cell of any engine: the
+//! harness's demo ([`harness::demo`]) with the cell's image and server in containers.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use harness::containers::{unique, DbContainer, Job, S3Container};
 use harness::matrix::Matrix;
 use harness::pg_sample::{FINGERPRINT, SEED};
 use harness::PgServer;
@@ -23,23 +24,20 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
-/// The image of one cell against its server in containers, through an S3 server.
+/// The image of one cell against its server in containers, through an S3 server: the harness's
+/// demo ([`harness::demo`]), after bootstrapping and building whatever image is missing.
 fn run_image(name: &str) -> Result<()> {
     let matrix = Matrix::load()?;
     let cell = matrix.select(&[name.to_string()])?[0].clone();
-    if cell.engine != "postgres" {
-        bail!(
-            "the demo runs PostgreSQL cells (e.g. postgres-17); for {} run its harness: cargo xtask test {}",
-            cell.name,
-            cell.name
-        );
-    }
     if !docker::engine_available() {
         bail!("no Docker engine answers: run `bash .ci/install-docker.sh` (as root) first");
     }
+    if cell.engine == "postgres" && !has_psql() {
+        // The demo reads the PostgreSQL sample with the host's psql.
+        install_deps()?;
+    }
     let s3_image = matrix.s3_image().to_string();
-    let mut needed = vec![cell.server.clone(), s3_image.clone()];
-    needed.push(cell.base.clone());
+    let needed = [cell.server.clone(), s3_image.clone(), cell.base.clone()];
     if needed
         .iter()
         .any(|i| !docker::image_exists(i).unwrap_or(false))
@@ -49,57 +47,7 @@ fn run_image(name: &str) -> Result<()> {
     if !docker::image_exists(&cell.image())? {
         crate::images::build(std::slice::from_ref(&cell.name))?;
     }
-    tokio::runtime::Runtime::new()?.block_on(async {
-        let network = unique("demo");
-        let (db, s3) = tokio::join!(
-            DbContainer::postgres(&cell.server, &network),
-            S3Container::start(&s3_image, &network)
-        );
-        let (db, s3) = (db?, s3?);
-        println!("demo: {} server in container {}, S3 server in {}", cell.server, db.name, s3.name);
-        s3.create_bucket("backups").await?;
-        db.psql("postgres", "CREATE DATABASE shop;").await?;
-        db.psql("shop", SEED).await?;
-        let before = db.psql("shop", FINGERPRINT).await?;
-        let env: Vec<(String, String)> = [
-            ("DB_HOST", db.name.clone()),
-            ("DB_NAME", "shop".into()),
-            ("DB_PASSWORD", db.password.clone()),
-            ("STORAGE_TYPE", "minio".into()),
-            ("STORAGE_ENDPOINT", s3.endpoint_in_network()),
-            ("STORAGE_BUCKET", "backups".into()),
-            ("STORAGE_ACCESS_KEY_ID", "demo".into()),
-            ("STORAGE_SECRET_ACCESS_KEY", "demo-secret".into()),
-            ("BACKUP_PATH", KEY.into()),
-            ("JOB_ID", "demo".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        for (operation, database) in [("backup", "shop"), ("restore", "shop_restored")] {
-            println!("demo: docker run {} with OPERATION_TYPE={operation}", cell.image());
-            let out = Job::new(&cell.image(), &network)
-                .envs(&env)
-                .env("DB_NAME", database)
-                .env("OPERATION_TYPE", operation)
-                .run()
-                .await?;
-            eprint!("{}", out.stderr);
-            ensure!(out.code == 0, "{operation} exited with {}", out.code);
-            if operation == "backup" {
-                println!("demo: stored in the bucket: {}", s3.list_keys("backups").await?.join(", "));
-                db.psql("postgres", "DROP DATABASE shop;").await?;
-                println!("demo: dropped database shop");
-            }
-        }
-        let after = db.psql("shop_restored", FINGERPRINT).await?;
-        ensure!(after == before, "the restored database differs:\n--- before\n{before}\n--- after\n{after}");
-        println!(
-            "demo: shop_restored matches the original ({} fingerprint lines: schema, sequences, per-table checksums)",
-            after.lines().count()
-        );
-        Ok(())
-    })
+    tokio::runtime::Runtime::new()?.block_on(harness::demo::run(&cell, &s3_image))
 }
 
 /// The binary against a PostgreSQL server run from Debian's packages, into a local directory.
@@ -173,6 +121,14 @@ fn step(runner: &Path, vars: &[(&str, String)], operation: &str) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn has_psql() -> bool {
+    Command::new("psql")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn has_moto() -> bool {

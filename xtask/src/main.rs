@@ -18,8 +18,10 @@ commands:
   demo [cell]
           without a cell: start a throwaway PostgreSQL server, seed it, back it up into
           ./demo-backups, drop it, restore it and compare (installs what it needs);
-          with a cell (e.g. postgres-17): the same with the cell's image and server in
-          containers, through an S3 server (bootstraps and builds what is missing)
+          with a cell of any engine (postgres-18, mariadb-11.8, mysql-9.7, valkey-9.1…):
+          the cell's server and an S3 server in containers, the engine's sample seeded,
+          backed up and restored by the cell's image after the data is dropped or flushed,
+          then compared (bootstraps and builds what is missing)
   deps    install what the demo and the tests need (Debian packages, moto)
   bootstrap [--force]
           make the base and server images locally when they cannot be pulled
@@ -28,7 +30,10 @@ commands:
   test [cell…]
           run the image harness: real servers and the runner image, backup → restore → compare
   push [cell…]
-          push the images to $REGISTRY (tags prefixed with $TAG_PREFIX); skipped without it
+          push the images to $REGISTRY as <version>, <client tools' full version> and
+          <version>-<runner version>-<commit> (-dirty-<image id> after a build from a tree
+          with uncommitted changes), each prefixed with $TAG_PREFIX, and print the digest;
+          skipped without REGISTRY
   bench [postgres] [--sizes 100,1024,2048]
           the runner against pg_dump alone, the gzip | aws s3 cp script and the Plan B way, on
           the same data; writes benchmarks/postgres.md, .json and .png

@@ -292,10 +292,7 @@ async fn large_dump_goes_up_in_equal_parts_and_comes_back() {
     assert_eq!(done["bytes"], object.len() as u64);
     assert_eq!(done["engine"], "postgres");
     assert_eq!(done["severity"], "INFO");
-    assert!(done["job_id"]
-        .as_str()
-        .unwrap()
-        .starts_with("local-"));
+    assert!(done["job_id"].as_str().unwrap().starts_with("local-"));
 
     let restore = run(&join(&[
         db_vars(&pg, "big_copy"),

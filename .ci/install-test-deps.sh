@@ -206,6 +206,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 log "age: $(age --version), zstd: $(zstd --version | head -n 1)"
 
+# --- Debian packages whose services the tests start themselves ---------------
+
+# Installs packages without starting their services (invoke-rc.d obeys policy-rc.d); the tests
+# run their own instances on free ports.
+install_without_services() {
+    local policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"
+        trap '"${SUDO[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Stops and disables a service that systemd started anyway.
+stop_service() {
+    if [ -d /run/systemd/system ]; then
+        "${SUDO[@]}" systemctl disable --now "$1.service" >/dev/null 2>&1 || true
+    fi
+}
+
 # --- docker-registry: a local image registry ---------------------------------
 
 # The push test (tests/tests/push.rs) runs its own `docker-registry serve <config>` on a free
@@ -213,18 +235,9 @@ log "age: $(age --version), zstd: $(zstd --version | head -n 1)"
 # (port 5000) is kept from starting, and stopped and disabled if systemd started it anyway.
 if ! pkg_installed docker-registry; then
     log "installing docker-registry"
-    policy=/usr/sbin/policy-rc.d
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
-        "${SUDO[@]}" chmod 755 "$policy"
-        trap '"${SUDO[@]}" rm -f "$policy"' EXIT
-    fi
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+    install_without_services docker-registry
 fi
-if [ -d /run/systemd/system ]; then
-    "${SUDO[@]}" systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
-fi
+stop_service docker-registry
 if [ ! -x /usr/bin/docker-registry ]; then
     log "error: /usr/bin/docker-registry is missing after installing docker-registry"
     exit 1
@@ -237,18 +250,9 @@ log "docker-registry: $(/usr/bin/docker-registry --version)"
 # port; the package's own service (port 9091) is kept from starting, or stopped.
 if ! pkg_installed prometheus-pushgateway; then
     log "installing prometheus-pushgateway"
-    policy=/usr/sbin/policy-rc.d
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
-        "${SUDO[@]}" chmod 755 "$policy"
-        trap '"${SUDO[@]}" rm -f "$policy"' EXIT
-    fi
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends prometheus-pushgateway >/dev/null
+    install_without_services prometheus-pushgateway
 fi
-if [ -d /run/systemd/system ]; then
-    "${SUDO[@]}" systemctl disable --now prometheus-pushgateway.service >/dev/null 2>&1 || true
-fi
+stop_service prometheus-pushgateway
 if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
     log "error: prometheus-pushgateway is missing after installing it"
     exit 1
@@ -289,18 +293,9 @@ log "kubernetes-validate: $(python3 -m kubernetes_validate --version)"
 
 if ! command -v promtool >/dev/null 2>&1; then
     log "installing prometheus (for promtool)"
-    policy=/usr/sbin/policy-rc.d
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
-        "${SUDO[@]}" chmod 755 "$policy"
-        trap '"${SUDO[@]}" rm -f "$policy"' EXIT
-    fi
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    # If systemd started the server anyway, stop it: only promtool is needed.
-    if [ -d /run/systemd/system ]; then
-        "${SUDO[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-    fi
+    install_without_services prometheus
+    # Only promtool is needed.
+    stop_service prometheus
     if ! command -v promtool >/dev/null 2>&1; then
         log "error: promtool is missing after installing prometheus"
         exit 1

@@ -201,10 +201,9 @@ fn registry_or_skip(test: &str) -> bool {
     false
 }
 
-/// The tags the registry lists for `repo`, sorted.
-async fn tags(http: &reqwest::Client, registry: &Registry, repo: &str) -> Vec<String> {
-    let body: serde_json::Value = http
-        .get(registry.url(&format!("{repo}/tags/list")))
+/// A JSON document from the registry's API.
+async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url)
         .send()
         .await
         .unwrap()
@@ -212,7 +211,12 @@ async fn tags(http: &reqwest::Client, registry: &Registry, repo: &str) -> Vec<St
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The tags the registry lists for `repo`, sorted.
+async fn tags(http: &reqwest::Client, registry: &Registry, repo: &str) -> Vec<String> {
+    let body: serde_json::Value = get_json(http, &registry.url(&format!("{repo}/tags/list"))).await;
     let mut tags: Vec<String> = body["tags"]
         .as_array()
         .unwrap_or_else(|| panic!("no tags for {repo}: {body}"))
@@ -369,16 +373,8 @@ async fn push_to_a_local_registry_then_pull_back_by_digest() {
     );
     let layers = manifest["layers"].as_array().expect("layers");
     assert!(!layers.is_empty(), "{manifest}");
-    let config: serde_json::Value = http
-        .get(registry.url(&format!("{repo}/blobs/{image_id}")))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config: serde_json::Value =
+        get_json(&http, &registry.url(&format!("{repo}/blobs/{image_id}"))).await;
     assert_eq!(
         config["config"]["Labels"]["io.backup-runner.engine-version"],
         cell.version.as_str()

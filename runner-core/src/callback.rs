@@ -140,10 +140,9 @@ impl Notifier {
     }
 
     async fn post(&self, cfg: &CallbackConfig, url: Url, body: &Value) {
-        let mut delay = Duration::from_millis(500);
         let bytes = serde_json::to_vec(body).expect("callback payload serializes");
         let event = body["event_id"].as_str().unwrap_or_default().to_string();
-        for attempt in 1..=cfg.max_attempts {
+        let result = crate::http::send_with_retries("callback", cfg.max_attempts, || {
             let mut request = self
                 .client
                 .post(url.clone())
@@ -158,28 +157,14 @@ impl Notifier {
                     .header(TIMESTAMP_HEADER, now.to_string())
                     .header(SIGNATURE_HEADER, signature(secret.expose(), now, &bytes));
             }
-            let outcome = match request.send().await {
-                Ok(r) if r.status().is_success() => return,
-                Ok(r) => {
-                    let s = r.status();
-                    let retry = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;
-                    (format!("HTTP {s}"), retry)
-                }
-                Err(e) => (format!("{e}"), true),
-            };
-            let (reason, retry) = outcome;
-            let reason = redact(&reason);
-            if !retry || attempt == cfg.max_attempts {
-                tracing::warn!(
-                    url = %redact(url.as_str()),
-                    attempt,
-                    "callback not delivered ({reason}); the job's outcome is unchanged"
-                );
-                return;
-            }
-            tracing::info!(attempt, "callback failed ({reason}); retrying in {delay:?}");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(8));
+            request
+        })
+        .await;
+        if let Err(reason) = result {
+            tracing::warn!(
+                url = %redact(url.as_str()),
+                "callback not delivered ({reason}); the job's outcome is unchanged"
+            );
         }
     }
 }

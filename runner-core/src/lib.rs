@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod engine;
 pub mod env;
 pub mod error;
+pub mod http;
 pub mod job;
 pub mod keys;
 pub mod logging;

@@ -117,48 +117,10 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Sends one request up to [`ATTEMPTS`] times, on network errors, 408, 429 and 5xx; returns why
-/// it was not delivered.
+/// Sends one request up to [`ATTEMPTS`] times; returns why it was not delivered.
 async fn send_with_retries(
     what: &str,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<(), String> {
-    let mut delay = Duration::from_millis(500);
-    let mut last = String::new();
-    for attempt in 1..=ATTEMPTS {
-        let (reason, retry) = match build().send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => {
-                let s = r.status();
-                let body = r.text().await.unwrap_or_default();
-                let body: String = body.trim().chars().take(300).collect();
-                let retry = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;
-                (format!("HTTP {s} {body}").trim().to_string(), retry)
-            }
-            Err(e) => (chain(&e), true),
-        };
-        last = crate::secret::redact(&reason);
-        if !retry || attempt == ATTEMPTS {
-            break;
-        }
-        tracing::debug!(attempt, "{what} failed ({last}); retrying in {delay:?}");
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-    }
-    Err(last)
-}
-
-/// An error with its causes ("error sending request: connection refused").
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::http::send_with_retries(what, ATTEMPTS, build).await
 }

@@ -34,6 +34,10 @@ pub struct EngineInfo {
     /// The server major version this binary's image was built for (`None` for a development
     /// build, which then follows the client tools it finds).
     pub built_for: Option<&'static str>,
+    /// Whether the engine backs up a whole server as a set (`DB_NAME=*`): one object per
+    /// database plus the server's roles or accounts. `false` for an engine whose one backup
+    /// already covers the server (Redis).
+    pub server_scope: bool,
 }
 
 impl EngineInfo {
@@ -108,6 +112,39 @@ pub trait StreamFilter: Send {
     fn filter(&mut self, input: &[u8], out: &mut Vec<u8>);
     /// The end of the stream: flush what is held back.
     fn finish(&mut self, out: &mut Vec<u8>);
+}
+
+/// The databases a whole-server backup covers, as the server lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseList {
+    /// User databases, in the server's order; system ones are never listed.
+    pub databases: Vec<String>,
+    /// What the backing-up account cannot back up and why (a database it may not connect to),
+    /// one sentence each: logged and recorded in the set's manifest.
+    pub skipped: Vec<String>,
+}
+
+/// The server-wide part of a whole-server backup: roles or accounts with their grants
+/// (PostgreSQL: also tablespaces), as a script the engine replays first on restore.
+pub struct Globals {
+    pub dump: Dump,
+    pub format: DumpFormat,
+    /// What the script leaves out because the backing-up account cannot read it (role
+    /// passwords on a managed service, accounts it may not see): logged and recorded in the
+    /// manifest, never dropped silently.
+    pub skipped: Vec<String>,
+}
+
+/// What replaying the globals did.
+#[derive(Debug, Clone, Default)]
+pub struct GlobalsRestored {
+    /// Roles or accounts that already existed on the target and were kept as they were (not
+    /// dropped, not altered).
+    pub kept: Vec<String>,
+    /// Roles or accounts created.
+    pub created: Vec<String>,
+    /// What could not be restored, named.
+    pub warnings: Vec<String>,
 }
 
 /// A dump format: its name in the manifest and its file extension (without the dot).
@@ -188,6 +225,67 @@ pub trait Engine: Sized + Send + Sync + 'static {
     fn failure_hint(&self, _operation: Operation, _stderr: &str) -> Option<&'static str> {
         None
     }
+
+    // Whole-server backups (`DB_NAME=*`), for engines with `EngineInfo::server_scope`. A set is
+    // the globals (roles, accounts, grants) plus one ordinary backup per database, each made
+    // and restored by the methods above with `DbConfig::name` set to that database; a member's
+    // manifest says it is one (`Manifest::is_set_member`), so that its restore can also
+    // recreate what belongs to the database itself (owner, settings, grants).
+
+    /// The connection for server-wide work (listing databases, globals, preflight): `db` with
+    /// the database to connect to (PostgreSQL: `PG_MAINTENANCE_DB`).
+    fn server_connection(&self, db: &DbConfig) -> DbConfig {
+        db.clone()
+    }
+
+    /// Every database a whole-server backup covers, system ones left out (templates,
+    /// `mysql`, `sys`, the schemas of information): the user's include and exclude patterns are
+    /// applied by the runner afterwards.
+    fn list_databases(
+        &self,
+        _db: &DbConfig,
+    ) -> impl Future<Output = Result<DatabaseList, Error>> + Send {
+        async { Err(server_scope_unsupported(Self::info())) }
+    }
+
+    /// Starts the dump of the server's globals: a script the engine's `restore_globals` replays.
+    fn dump_globals(
+        &self,
+        _db: &DbConfig,
+        _server: &ServerInfo,
+    ) -> impl Future<Output = Result<Globals, Error>> + Send {
+        async { Err(server_scope_unsupported(Self::info())) }
+    }
+
+    /// Checks, before anything is written, that a set's database can be restored into the
+    /// target (`manifest` is that database's part of the set): a database that already holds
+    /// objects is refused unless the engine's clean option is set.
+    fn check_restore_target(
+        &self,
+        _db: &DbConfig,
+        _manifest: &Manifest,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Replays the globals script (held in memory: roles and accounts, not data) before any
+    /// database of the set. Roles or accounts that already exist are kept and reported.
+    fn restore_globals(
+        &self,
+        _db: &DbConfig,
+        _server: &ServerInfo,
+        _manifest: &Manifest,
+        _script: Vec<u8>,
+    ) -> impl Future<Output = Result<GlobalsRestored, Error>> + Send {
+        async { Err(server_scope_unsupported(Self::info())) }
+    }
+}
+
+fn server_scope_unsupported(info: &EngineInfo) -> Error {
+    Error::Internal(format!(
+        "{} has no whole-server backups (DB_NAME=*)",
+        info.display_name
+    ))
 }
 
 /// Appends the engine's hint to a tool failure.
@@ -226,4 +324,5 @@ pub static EXAMPLE_ENGINE: EngineInfo = EngineInfo {
     file_extension: "pgdump",
     format: "pg_dump-custom",
     built_for: Some("17"),
+    server_scope: true,
 };

@@ -692,6 +692,7 @@ mod tests {
         file_extension: "bin",
         format: "bytes",
         built_for: None,
+        server_scope: false,
     };
 
     /// An engine whose dump streams 20 MB (so parts are written) and then panics in its report,

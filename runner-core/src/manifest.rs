@@ -12,8 +12,15 @@ pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 /// ("use a newer image") instead of decompressing ciphertext.
 pub const MANIFEST_VERSION: u32 = 1;
 pub const MANIFEST_VERSION_ENCRYPTED: u32 = 2;
+/// The version of a whole-server set's manifest: an older runner would restore only its
+/// globals object, so it refuses the set instead.
+pub const MANIFEST_VERSION_SET: u32 = 3;
 /// The newest version this runner reads.
-pub const MANIFEST_VERSION_MAX: u32 = MANIFEST_VERSION_ENCRYPTED;
+pub const MANIFEST_VERSION_MAX: u32 = MANIFEST_VERSION_SET;
+/// The `database` of a whole-server set.
+pub const SERVER_DATABASE: &str = "*";
+/// The `engine_details` entry (`true`) that marks a backup made as part of a set.
+pub const SET_MEMBER_DETAIL: &str = "set_member";
 
 pub fn manifest_key(object_key: &str) -> String {
     format!("{object_key}{MANIFEST_SUFFIX}")
@@ -57,6 +64,53 @@ pub struct Manifest {
     /// keys); `None` for a plain object. `sha256` and `bytes` are of the stored, encrypted bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<crate::crypto::EncryptionInfo>,
+    /// A whole-server backup (`DB_NAME=*`): this manifest's object is the server's globals
+    /// (roles, accounts, grants) and the set lists one backup per database. Written last: no
+    /// set manifest, no backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<ServerSet>,
+}
+
+/// The databases of a whole-server backup, each an ordinary backup (object, sha256, sizes,
+/// its own start time) without a manifest of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerSet {
+    /// In the order they were listed by the server.
+    pub members: Vec<Manifest>,
+    /// What the backup left out and why (system databases are never part of a set): databases
+    /// excluded by `DB_INCLUDE` / `DB_EXCLUDE`, what the account could not read.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    /// Databases dumped at once (`SERVER_PARALLELISM`).
+    pub parallelism: usize,
+}
+
+impl Manifest {
+    /// Every object the backup is made of: its own, then the set's members.
+    pub fn object_keys(&self) -> impl Iterator<Item = (&str, u64)> {
+        std::iter::once((self.object_key.as_str(), self.bytes)).chain(
+            self.set
+                .iter()
+                .flat_map(|s| s.members.iter().map(|m| (m.object_key.as_str(), m.bytes))),
+        )
+    }
+
+    /// Whether this backup is one database of a whole-server set.
+    pub fn is_set_member(&self) -> bool {
+        self.engine_details
+            .get(SET_MEMBER_DETAIL)
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+
+    /// The set's member for `database`.
+    pub fn member(&self, database: &str) -> Option<&Manifest> {
+        self.set
+            .as_ref()?
+            .members
+            .iter()
+            .find(|m| m.database == database)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +179,35 @@ pub(crate) mod tests {
             warnings: vec![],
             engine_details: Default::default(),
             encryption: None,
+            set: None,
         }
+    }
+
+    #[test]
+    fn a_set_lists_every_object_and_finds_its_members() {
+        let mut member = sample();
+        member.object_key = "postgres/_server/x/app.pgdump.zst".into();
+        member.bytes = 5;
+        let mut set = sample();
+        set.manifest_version = MANIFEST_VERSION_SET;
+        set.database = SERVER_DATABASE.into();
+        set.set = Some(ServerSet {
+            members: vec![member.clone()],
+            skipped: vec!["role passwords".into()],
+            parallelism: 1,
+        });
+        let keys: Vec<_> = set.object_keys().collect();
+        assert_eq!(
+            keys,
+            [
+                ("postgres/app/x.pgdump.zst", 10),
+                ("postgres/_server/x/app.pgdump.zst", 5)
+            ]
+        );
+        assert_eq!(set.member("app"), Some(&member));
+        assert_eq!(set.member("other"), None);
+        assert_eq!(Manifest::from_json(&set.to_json()).unwrap(), set);
+        assert_eq!(sample().object_keys().count(), 1);
     }
 
     #[test]

@@ -161,6 +161,7 @@ fn info_for(flavor: Flavor) -> EngineInfo {
         file_extension: "sql",
         format: "mysql-sql",
         built_for: option_env!("BACKUP_RUNNER_MYSQL_VERSION"),
+        server_scope: true,
     }
 }
 

@@ -25,6 +25,7 @@ pub static INFO: EngineInfo = EngineInfo {
     file_extension: "pgdump",
     format: "pg_dump-custom",
     built_for: option_env!("BACKUP_RUNNER_POSTGRES_VERSION"),
+    server_scope: true,
 };
 
 /// Restore settings, from `RESTORE_*` and `PG_*` variables.

@@ -152,6 +152,7 @@ fn info_for(flavor: Flavor) -> EngineInfo {
         file_extension: RDB.extension,
         format: RDB.name,
         built_for: option_env!("BACKUP_RUNNER_REDIS_VERSION"),
+        server_scope: false,
     }
 }
 

@@ -193,6 +193,7 @@ pub async fn backup<E: Engine>(
             .collect(),
         engine_details: report.details,
         encryption: cfg.encryption.as_ref().map(|e| e.info()),
+        set: None,
     };
     storage
         .put(&manifest_key, Bytes::from(manifest.to_json()), mode)

@@ -407,6 +407,7 @@ fn backup(i: usize, now: DateTime<Utc>) -> (String, Vec<u8>, Vec<u8>) {
         warnings: vec![],
         engine_details: Default::default(),
         encryption: None,
+        set: None,
     };
     (key, body, manifest.to_json())
 }

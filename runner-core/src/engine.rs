@@ -41,6 +41,12 @@ pub struct EngineInfo {
 }
 
 impl EngineInfo {
+    /// A copy to change in a test.
+    #[doc(hidden)]
+    pub fn clone_for_test(&self) -> EngineInfo {
+        EngineInfo { ..*self }
+    }
+
     /// The image users should run for a given server major version.
     pub fn image_for(&self, major: &str) -> String {
         crate::checks::image_name(self.name, major)

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use crate::callback::{Notifier, Status};
 use crate::catalog;
-use crate::config::{read_callback, Config, Operation};
+use crate::config::{read_callback, Config, Operation, Scope};
 use crate::engine::Engine;
 use crate::env::EnvReader;
 use crate::error::{Error, ExitCode};
@@ -88,6 +88,8 @@ fn usage(info: &crate::engine::EngineInfo) -> String {
          \n  OPERATION_TYPE   backup (default) | restore | verify (BACKUP_PATH=<key>|latest; VERIFY_RESTORE=true also restores)\
          \n                   | list | prune (KEEP_LAST, KEEP_DAILY, …, RETENTION_DAYS, PRUNE_DRY_RUN) | check (CHECK_MAX_AGE)\
          \n  DATABASE_URL     {scheme}://user:password@host:{port}/dbname  (or DB_HOST, DB_PORT, DB_NAME, DB_USERNAME, DB_PASSWORD[_FILE])\
+         \n  DB_NAME=*        the whole server as one set (roles/accounts + every database): DB_INCLUDE, DB_EXCLUDE, SERVER_PARALLELISM;\
+         \n                   restore with RESTORE_DATABASES=a,b to choose, RESTORE_GLOBALS=false to skip roles/accounts\
          \n  STORAGE_TYPE     local (default, STORAGE_LOCAL_DIR=./backups) | s3 | minio | r2 | gcs | …\
          \n  STORAGE_BUCKET, STORAGE_ENDPOINT, STORAGE_REGION, STORAGE_ACCESS_KEY_ID, STORAGE_SECRET_ACCESS_KEY[_FILE]\
          \n  BACKUP_PATH      object key (required for restore; derived from STORAGE_PREFIX when unset)\
@@ -184,6 +186,8 @@ enum Outcome {
     /// A catalog operation: list, prune, check.
     Report(catalog::Report),
     Restore(Manifest),
+    /// A whole-server set restored.
+    SetRestore(pipeline::SetRestored),
     /// The manifest, and the scratch database it was restored into (`VERIFY_RESTORE`).
     Verified(Manifest, pipeline::Checked, Option<String>),
 }
@@ -264,6 +268,25 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             &cfg
         };
         let progress = Progress::default();
+        if let Scope::Server(scope) = &cfg.scope {
+            match op {
+                Operation::Backup => {
+                    let m = pipeline::backup_set(&engine, cfg, scope, &storage).await?;
+                    let pruned =
+                        catalog::prune_after_backup(&storage, cfg, info.name, &m.database).await;
+                    return Ok(Outcome::Backup(m, pruned));
+                }
+                Operation::Restore => {
+                    pipeline::check_keys(cfg, &storage).await?;
+                    let _ticker = progress.report_every(cfg.progress_interval, op.as_str());
+                    return Ok(Outcome::SetRestore(
+                        pipeline::restore_set(&engine, cfg, scope, &storage, &progress).await?,
+                    ));
+                }
+                // A verify reads storage only, and checks a set whole.
+                _ => {}
+            }
+        }
         let mut verified = None;
         if op == Operation::Verify {
             let (manifest, checked) = pipeline::verify(cfg, &storage, &progress).await?;
@@ -366,11 +389,24 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
         Outcome::Backup(m, pruned) => {
             let peak_rss = peak_rss_bytes();
             let location = storage.describe(&m.object_key);
+            let (bytes, raw_bytes) = set_totals(&m);
+            let what = match &m.set {
+                Some(set) => format!(
+                    "whole-server backup ({} databases and the server's {})",
+                    set.members.len(),
+                    if info.name == "postgres" {
+                        "roles"
+                    } else {
+                        "accounts"
+                    }
+                ),
+                None => "backup".to_string(),
+            };
             let message = format!(
-                "{} backup completed: {} stored ({} dump) at {location} in {:.1}s",
+                "{} {what} completed: {} stored ({} dump) at {location} in {:.1}s",
                 info.display_name,
-                human(m.bytes),
-                human(m.raw_bytes),
+                human(bytes),
+                human(raw_bytes),
                 elapsed.as_secs_f64()
             );
             tracing::info!(
@@ -402,9 +438,47 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     "expires_at": m.expires_at,
                     "warnings": m.warnings,
                     "prune": pruned,
+                    "set": set_metadata(&m),
                 }))
                 .await;
-            (message, Some(m.bytes), Some(m.raw_bytes))
+            (message, Some(bytes), Some(raw_bytes))
+        }
+        Outcome::SetRestore(r) => {
+            let m = &r.manifest;
+            let (bytes, raw_bytes) = set_totals(m);
+            let mut message = format!(
+                "{} whole-server restore completed: {} databases ({}) from {} in {:.1}s",
+                info.display_name,
+                r.databases.len(),
+                r.databases.join(", "),
+                storage.describe(&m.object_key),
+                elapsed.as_secs_f64()
+            );
+            match &r.globals {
+                Some(g) => message.push_str(&format!(
+                    "; {} created, {} already there and kept",
+                    g.created.len(),
+                    g.kept.len()
+                )),
+                None => message.push_str("; roles and accounts not restored (RESTORE_GLOBALS=false)"),
+            }
+            tracing::info!(
+                phase = "done",
+                bytes,
+                duration_ms = elapsed.as_millis() as u64,
+                peak_rss_bytes = peak_rss_bytes(),
+                "{message}"
+            );
+            notifier
+                .metadata(json!({
+                    "object_key": m.object_key,
+                    "databases": r.databases,
+                    "created": r.globals.as_ref().map(|g| &g.created),
+                    "kept": r.globals.as_ref().map(|g| &g.kept),
+                    "warnings": r.globals.as_ref().map(|g| &g.warnings),
+                }))
+                .await;
+            (message, Some(bytes), Some(raw_bytes))
         }
         Outcome::Restore(m) => {
             let message = format!(
@@ -465,6 +539,34 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
         .await
 }
 
+/// The stored and dump sizes of a backup, a set's summed over its objects.
+fn set_totals(m: &Manifest) -> (u64, u64) {
+    let members = m.set.iter().flat_map(|s| &s.members);
+    (
+        m.bytes + members.clone().map(|x| x.bytes).sum::<u64>(),
+        m.raw_bytes + members.map(|x| x.raw_bytes).sum::<u64>(),
+    )
+}
+
+/// A set's databases for the callback: each one's object, checksum, size and snapshot time.
+fn set_metadata(m: &Manifest) -> Option<serde_json::Value> {
+    let set = m.set.as_ref()?;
+    Some(json!({
+        "databases": set.members.iter().map(|x| json!({
+            "database": x.database,
+            "object_key": x.object_key,
+            "sha256": x.sha256,
+            "bytes": x.bytes,
+            "raw_bytes": x.raw_bytes,
+            "started_at": x.started_at,
+            "finished_at": x.finished_at,
+            "warnings": x.warnings,
+        })).collect::<Vec<_>>(),
+        "skipped": set.skipped,
+        "parallelism": set.parallelism,
+    }))
+}
+
 fn verified_message(
     info: &crate::engine::EngineInfo,
     storage: &Storage,
@@ -486,6 +588,17 @@ fn verified_message(
             restored.push_str("; it decrypts and decompresses to the recorded size")
         }
         (None, _) => {}
+    }
+    if let Some(set) = &m.set {
+        restored.push_str(&format!(
+            ", and so do the {} databases of the set ({})",
+            set.members.len(),
+            set.members
+                .iter()
+                .map(|x| x.database.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     format!(
         "{} backup verified: {} matches its manifest (sha256 {}, {} stored, {} dump, taken {} from {}){restored} in {:.1}s",

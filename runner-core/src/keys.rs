@@ -33,13 +33,86 @@ pub fn backup_key(
     key.push_str(&format!(
         "{}/{}/{}-{}.{}{}",
         parts.engine,
-        sanitize(parts.database),
+        database_folder(parts.database),
         at.format("%Y%m%dT%H%M%SZ"),
         sanitize(parts.job_id),
         parts.extension,
         compression.algorithm.extension()
     ));
     key
+}
+
+/// The folder of a database's backups under `prefix/engine/`; whole-server sets (`*`) go in
+/// `_server`.
+pub fn database_folder(database: &str) -> String {
+    if database == crate::manifest::SERVER_DATABASE {
+        SERVER_FOLDER.to_string()
+    } else {
+        sanitize(database)
+    }
+}
+
+const SERVER_FOLDER: &str = "_server";
+
+/// The keys of a whole-server set: a folder per set, `prefix/engine/_server/<time>-<job>/`,
+/// holding `globals.<ext>` (whose manifest is the set's) and one object per database.
+#[derive(Debug, Clone)]
+pub struct SetKeys {
+    folder: String,
+    suffix: String,
+    taken: std::collections::HashSet<String>,
+}
+
+impl SetKeys {
+    pub fn new(
+        prefix: Option<&str>,
+        engine: &str,
+        job_id: &str,
+        compression: Compression,
+        at: DateTime<Utc>,
+    ) -> SetKeys {
+        let mut folder = String::new();
+        if let Some(p) = prefix {
+            folder.push_str(p);
+            folder.push('/');
+        }
+        folder.push_str(&format!(
+            "{engine}/{SERVER_FOLDER}/{}-{}/",
+            at.format("%Y%m%dT%H%M%SZ"),
+            sanitize(job_id)
+        ));
+        SetKeys {
+            folder,
+            suffix: compression.algorithm.extension().to_string(),
+            taken: Default::default(),
+        }
+    }
+
+    /// The globals object: `globals.<extension>`.
+    pub fn globals(&mut self, extension: &str) -> String {
+        self.claim("globals", extension)
+    }
+
+    /// A database's object: its name made portable, numbered when two names end up alike
+    /// (`a b` and `a_b`, or a database called `globals`).
+    pub fn member(&mut self, database: &str, extension: &str) -> String {
+        self.claim(&sanitize(database), extension)
+    }
+
+    fn claim(&mut self, stem: &str, extension: &str) -> String {
+        let mut n = 1;
+        loop {
+            let name = if n == 1 {
+                format!("{stem}.{extension}{}", self.suffix)
+            } else {
+                format!("{stem}-{n}.{extension}{}", self.suffix)
+            };
+            if self.taken.insert(name.clone()) {
+                return format!("{}{name}", self.folder);
+            }
+            n += 1;
+        }
+    }
 }
 
 /// Keeps keys portable across stores: letters, digits, `.`, `_`, `-`; anything else becomes `_`.
@@ -113,6 +186,35 @@ mod tests {
             at(),
         );
         assert_eq!(k, "x/y.sql.gz");
+    }
+
+    #[test]
+    fn a_set_is_a_folder_with_distinct_names() {
+        let mut keys = SetKeys::new(Some("team"), "mysql", "job 1", zstd(), at());
+        assert_eq!(
+            keys.globals("sql"),
+            "team/mysql/_server/20261122T090807Z-job_1/globals.sql.zst"
+        );
+        assert_eq!(
+            keys.member("shop", "sql"),
+            "team/mysql/_server/20261122T090807Z-job_1/shop.sql.zst"
+        );
+        assert_eq!(
+            keys.member("globals", "sql"),
+            "team/mysql/_server/20261122T090807Z-job_1/globals-2.sql.zst"
+        );
+        assert_eq!(
+            keys.member("a b", "sql"),
+            "team/mysql/_server/20261122T090807Z-job_1/a_b.sql.zst"
+        );
+        assert_eq!(
+            keys.member("a_b", "sql"),
+            "team/mysql/_server/20261122T090807Z-job_1/a_b-2.sql.zst"
+        );
+        assert_eq!(
+            backup_key(None, None, parts("*", "j"), zstd(), at()),
+            "postgres/_server/20261122T090807Z-j.pgdump.zst"
+        );
     }
 
     #[test]

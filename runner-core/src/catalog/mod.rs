@@ -32,7 +32,9 @@ pub use prune::{plan, Plan, Scope};
 /// Keys under this folder of the prefix are the runner's own, never backups.
 pub const INDEX_DIR: &str = ".backup-runner";
 const INDEX_NAME: &str = "catalog.json";
-const INDEX_VERSION: u32 = 1;
+/// 2: summaries of whole-server sets list their members (an older runner reads every manifest
+/// again instead of taking a set's members for stray objects).
+const INDEX_VERSION: u32 = 2;
 /// Manifests read at once when the index does not have them.
 const READS_IN_FLIGHT: usize = 16;
 
@@ -51,6 +53,26 @@ pub struct Summary {
     pub taken_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// A whole-server set's databases, each an object next to the set's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberSummary>,
+}
+
+/// One database of a whole-server set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberSummary {
+    pub database: String,
+    pub key: String,
+    pub bytes: u64,
+    pub raw_bytes: u64,
+    pub taken_at: DateTime<Utc>,
+}
+
+impl Summary {
+    /// The stored size of the whole backup (a set: its globals and every database).
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes + self.members.iter().map(|m| m.bytes).sum::<u64>()
+    }
 }
 
 impl From<&Manifest> for Summary {
@@ -67,6 +89,18 @@ impl From<&Manifest> for Summary {
             taken_at: m.started_at,
             finished_at: m.finished_at,
             expires_at: m.expires_at,
+            members: m
+                .set
+                .iter()
+                .flat_map(|s| &s.members)
+                .map(|member| MemberSummary {
+                    database: member.database.clone(),
+                    key: member.object_key.clone(),
+                    bytes: member.bytes,
+                    raw_bytes: member.raw_bytes,
+                    taken_at: member.started_at,
+                })
+                .collect(),
         }
     }
 }
@@ -80,10 +114,16 @@ pub struct Backup {
 }
 
 impl Backup {
+    /// Every object of the backup: its own, then a set's members.
+    pub fn object_keys(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.object_key.as_str())
+            .chain(self.summary.members.iter().map(|m| m.key.as_str()))
+    }
+
     /// One line of `list`'s output.
     pub fn to_json(&self) -> serde_json::Value {
         let s = &self.summary;
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "object_key": self.object_key,
             "manifest_key": self.manifest_key,
             "taken_at": s.taken_at,
@@ -97,7 +137,24 @@ impl Backup {
             "format": s.format,
             "job_id": s.job_id,
             "expires_at": s.expires_at,
-        })
+        });
+        if !s.members.is_empty() {
+            v["total_bytes"] = s.total_bytes().into();
+            v["databases"] = s
+                .members
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "database": m.database,
+                        "object_key": m.key,
+                        "bytes": m.bytes,
+                        "raw_bytes": m.raw_bytes,
+                        "taken_at": m.taken_at,
+                    })
+                })
+                .collect();
+        }
+        v
     }
 }
 
@@ -115,6 +172,8 @@ pub enum Flaw {
     UnreadableManifest(String),
     /// A multipart upload that was started and neither completed nor aborted.
     IncompleteUpload { upload_id: String },
+    /// A whole-server set one of whose databases is missing or of another size.
+    IncompleteSet { member: String, detail: String },
 }
 
 impl std::fmt::Display for Flaw {
@@ -128,6 +187,9 @@ impl std::fmt::Display for Flaw {
             ),
             Flaw::UnreadableManifest(why) => write!(f, "unreadable manifest: {why}"),
             Flaw::IncompleteUpload { .. } => f.write_str("incomplete multipart upload"),
+            Flaw::IncompleteSet { member, detail } => {
+                write!(f, "whole-server set whose database object {member} is {detail}")
+            }
         }
     }
 }
@@ -140,6 +202,7 @@ impl Flaw {
             Flaw::SizeMismatch { .. } => "size_mismatch",
             Flaw::UnreadableManifest(_) => "unreadable_manifest",
             Flaw::IncompleteUpload { .. } => "incomplete_upload",
+            Flaw::IncompleteSet { .. } => "incomplete_set",
         }
     }
 }
@@ -293,6 +356,13 @@ impl Catalog {
             manifests_cached,
             ..Catalog::default()
         };
+        // A set's databases are objects without a manifest of their own: they belong to the
+        // set's manifest, complete or not.
+        let claimed: std::collections::HashSet<&str> = fresh
+            .entries
+            .values()
+            .flat_map(|e| e.summary.members.iter().map(|m| m.key.as_str()))
+            .collect();
         for m in &manifests {
             let object_key = m.key.trim_end_matches(MANIFEST_SUFFIX).to_string();
             let object = by_key.get(object_key.as_str());
@@ -325,15 +395,23 @@ impl Catalog {
                     since: o.last_modified.max(m.last_modified),
                     summary: Some(summary),
                 }),
-                Some(_) => catalog.backups.push(Backup {
-                    object_key,
-                    manifest_key: m.key.clone(),
-                    summary,
-                }),
+                Some(o) => match member_flaw(&summary, &by_key) {
+                    Some(flaw) => catalog.not_backups.push(NotBackup {
+                        key: object_key,
+                        flaw,
+                        since: o.last_modified.max(m.last_modified),
+                        summary: Some(summary),
+                    }),
+                    None => catalog.backups.push(Backup {
+                        object_key,
+                        manifest_key: m.key.clone(),
+                        summary,
+                    }),
+                },
             }
         }
         for o in &objects {
-            if o.key.ends_with(MANIFEST_SUFFIX) {
+            if o.key.ends_with(MANIFEST_SUFFIX) || claimed.contains(o.key.as_str()) {
                 continue;
             }
             if !by_key.contains_key(format!("{}{MANIFEST_SUFFIX}", o.key).as_str()) {
@@ -383,6 +461,25 @@ impl Catalog {
             b.summary.engine == engine && database.is_none_or(|d| b.summary.database == d)
         })
     }
+}
+
+/// The first database of a set whose object is missing or of another size: the set is then
+/// not a backup (reported under that object's key).
+fn member_flaw(summary: &Summary, by_key: &HashMap<&str, &ObjectMeta>) -> Option<Flaw> {
+    summary.members.iter().find_map(|member| {
+        let detail = match by_key.get(member.key.as_str()) {
+            None => "missing".to_string(),
+            Some(o) if o.size != member.bytes => format!(
+                "{} bytes where the set's manifest records {}",
+                o.size, member.bytes
+            ),
+            Some(_) => return None,
+        };
+        Some(Flaw::IncompleteSet {
+            member: member.key.clone(),
+            detail,
+        })
+    })
 }
 
 /// The start time in a derived key's file name (`…/20261122T090807Z-job.pgdump.zst`).

@@ -279,7 +279,7 @@ async fn prune(
         "failures": failures,
         "requests": requests,
     });
-    let freed: u64 = plan.delete.iter().map(|b| b.summary.bytes).sum();
+    let freed: u64 = plan.delete.iter().map(|b| b.summary.total_bytes()).sum();
     let message = format!(
         "prune of {}: kept {}, {} {} backups ({}), {} {} objects or uploads that were not backups{}",
         scope_name(engine, Some(database)),
@@ -338,7 +338,7 @@ async fn execute(storage: &Storage, plan: &Plan) -> Vec<String> {
     let mut objects = Vec::new();
     for (b, result) in plan.delete.iter().zip(manifests) {
         match result {
-            Ok(()) => objects.push(b.object_key.clone()),
+            Ok(()) => objects.extend(b.object_keys().map(str::to_string)),
             Err(e) => failures.push(format!("cannot delete {}: {e}", b.manifest_key)),
         }
     }
@@ -356,7 +356,8 @@ async fn execute(storage: &Storage, plan: &Plan) -> Vec<String> {
         let manifest = crate::manifest::manifest_key(&n.key);
         let result = match &n.flaw {
             Flaw::NoManifest => storage.delete(&n.key).await,
-            Flaw::ObjectMissing => storage.delete(&manifest).await,
+            // The set's manifest goes; its objects are then strays, cleaned by a later prune.
+            Flaw::ObjectMissing | Flaw::IncompleteSet { .. } => storage.delete(&manifest).await,
             Flaw::SizeMismatch { .. } => match storage.delete(&manifest).await {
                 Ok(()) => storage.delete(&n.key).await,
                 Err(e) => Err(e),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{Backup, Catalog, Flaw, NotBackup};
-use crate::keys::sanitize;
+use crate::keys::database_folder;
 use crate::retention::{self, Policy, Reason};
 
 /// One engine's backups of one database, and the folder the runner derives its keys in.
@@ -28,7 +28,7 @@ impl Scope {
             folder: format!(
                 "{}{engine}/{}/",
                 super::list_prefix(prefix),
-                sanitize(database)
+                database_folder(database)
             ),
         }
     }

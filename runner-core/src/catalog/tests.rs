@@ -28,6 +28,7 @@ fn summary(engine: &str, database: &str, at: DateTime<Utc>) -> Summary {
         taken_at: at,
         finished_at: at,
         expires_at: None,
+        members: Vec::new(),
     }
 }
 
@@ -202,6 +203,110 @@ async fn the_index_saves_reads_and_is_never_trusted_over_the_listing() {
     .unwrap();
     let c = Catalog::scan(&s, Some("p")).await.unwrap();
     assert_eq!((c.manifests_read, c.backups.len()), (4, 4));
+}
+
+/// A whole-server set under `folder`: the globals object with the set's manifest, and one
+/// object per database without a manifest of its own.
+async fn write_set(storage: &Storage, folder: &str, at: DateTime<Utc>, databases: &[&str]) {
+    let mut set = crate::manifest::tests::sample();
+    set.manifest_version = crate::manifest::MANIFEST_VERSION_SET;
+    set.database = crate::manifest::SERVER_DATABASE.into();
+    set.object_key = format!("{folder}/globals.sql.zst");
+    set.started_at = at;
+    set.finished_at = at + Duration::minutes(1);
+    set.bytes = 1;
+    let mut members = Vec::new();
+    for db in databases {
+        let mut m = crate::manifest::tests::sample();
+        m.database = db.to_string();
+        m.object_key = format!("{folder}/{db}.pgdump.zst");
+        m.bytes = db.len() as u64;
+        storage
+            .put(
+                &m.object_key,
+                Bytes::copy_from_slice(db.as_bytes()),
+                WriteMode::Create,
+            )
+            .await
+            .unwrap();
+        members.push(m);
+    }
+    set.set = Some(crate::manifest::ServerSet {
+        members,
+        skipped: vec![],
+        parallelism: 1,
+    });
+    storage
+        .put(&set.object_key, Bytes::from_static(b"g"), WriteMode::Create)
+        .await
+        .unwrap();
+    storage
+        .put(
+            &manifest_key(&set.object_key),
+            Bytes::from(set.to_json()),
+            WriteMode::Create,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_set_is_one_backup_and_incomplete_without_any_of_its_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    write_set(&s, "p/postgres/_server/a", t(1), &["app", "shop"]).await;
+    write_set(&s, "p/postgres/_server/b", t(2), &["app", "shop"]).await;
+    let c = Catalog::scan(&s, Some("p")).await.unwrap();
+    let keys: Vec<&str> = c.backups.iter().map(|b| b.object_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "p/postgres/_server/b/globals.sql.zst",
+            "p/postgres/_server/a/globals.sql.zst"
+        ]
+    );
+    // The databases belong to their sets: not strays.
+    assert_eq!(c.not_backups, vec![]);
+    let b = &c.backups[0];
+    assert_eq!(b.summary.database, "*");
+    assert_eq!(b.summary.total_bytes(), 1 + 3 + 4);
+    assert_eq!(
+        b.object_keys().collect::<Vec<_>>(),
+        [
+            "p/postgres/_server/b/globals.sql.zst",
+            "p/postgres/_server/b/app.pgdump.zst",
+            "p/postgres/_server/b/shop.pgdump.zst"
+        ]
+    );
+    let line = b.to_json();
+    assert_eq!(line["databases"][1]["database"], "shop");
+    assert_eq!(line["total_bytes"], 8);
+
+    // One database gone, another resized: neither set is a backup any more, and each is
+    // reported once under its own key, naming the database's object.
+    s.delete("p/postgres/_server/b/shop.pgdump.zst")
+        .await
+        .unwrap();
+    s.put(
+        "p/postgres/_server/a/app.pgdump.zst",
+        Bytes::from_static(b"longer"),
+        WriteMode::Overwrite,
+    )
+    .await
+    .unwrap();
+    let c = Catalog::scan(&s, Some("p")).await.unwrap();
+    assert_eq!(c.backups, vec![]);
+    let flaws: Vec<(&str, String)> = c
+        .not_backups
+        .iter()
+        .map(|n| (n.key.as_str(), n.flaw.to_string()))
+        .collect();
+    assert_eq!(flaws.len(), 2, "{flaws:?}");
+    assert_eq!(flaws[0].0, "p/postgres/_server/a/globals.sql.zst");
+    assert!(flaws[0].1.contains("app.pgdump.zst is 6 bytes"), "{flaws:?}");
+    assert_eq!(flaws[1].0, "p/postgres/_server/b/globals.sql.zst");
+    assert!(flaws[1].1.contains("shop.pgdump.zst is missing"), "{flaws:?}");
+    assert_eq!(c.not_backups[0].flaw.code(), "incomplete_set");
 }
 
 #[test]

@@ -90,6 +90,7 @@ pub(super) fn read_db(
     env: &mut EnvReader<'_>,
     engine: &EngineInfo,
     required: bool,
+    server_scope: bool,
 ) -> Option<DbConfig> {
     let from_url = read_database_url(env, engine);
     let host = tool_string(env, "DB_HOST");
@@ -103,6 +104,7 @@ pub(super) fn read_db(
         }
     }
     let name = merge(env, "DB_NAME", from_url.name, name)
+        .or_else(|| server_scope.then(|| crate::manifest::SERVER_DATABASE.to_string()))
         .or_else(|| engine.default_database.map(str::to_string));
     let user = tool_string(env, "DB_USERNAME");
     let user = merge(env, "DB_USERNAME", from_url.user, user)

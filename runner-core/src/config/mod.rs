@@ -20,6 +20,7 @@ mod duration;
 mod encryption;
 mod names;
 mod observe;
+mod scope;
 mod storage;
 mod url;
 
@@ -29,6 +30,7 @@ pub use names::CONDITIONALLY_READ;
 pub use observe::{
     read_observe, HealthcheckConfig, MetricsConfig, ObserveConfig, DEFAULT_METRICS_JOB,
 };
+pub use scope::{matches, Scope, ServerScope, MAX_SERVER_PARALLELISM};
 pub use storage::{HostInfo, DEFAULT_LOCAL_DIR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,8 @@ pub struct Config {
     pub operation: Operation,
     pub job_id: String,
     pub db: DbConfig,
+    /// One database, or the whole server as a set (`DB_NAME=*`, `BACKUP_SCOPE=server`).
+    pub scope: Scope,
     pub storage: StorageConfig,
     /// `BACKUP_PATH`: the object key (Plan B semantics); derived from `key_prefix` when unset.
     pub backup_path: Option<String>,
@@ -253,7 +257,8 @@ impl Config {
             Some(op) => !op.is_catalog(),
             None => true,
         };
-        let db = db::read_db(env, engine, db_required);
+        let server_requested = scope::server_requested(env);
+        let db = db::read_db(env, engine, db_required, server_requested);
         let allow_ephemeral_local = env.bool("STORAGE_LOCAL_ALLOW_EPHEMERAL").unwrap_or(false);
         let check_local =
             (operation == Some(Operation::Backup) && !allow_ephemeral_local).then_some(host);
@@ -283,6 +288,13 @@ impl Config {
                 ),
             _ => {}
         }
+        let scope = scope::read_scope(
+            env,
+            engine,
+            operation,
+            db.as_ref().map(|d| d.name.as_str()),
+            backup_path.is_some() && !latest,
+        );
         if latest {
             backup_path = None;
         }
@@ -326,6 +338,7 @@ impl Config {
             operation: operation?,
             job_id,
             db,
+            scope,
             storage: storage?,
             backup_path,
             latest,
@@ -627,6 +640,119 @@ mod tests {
         let err = load(&[("DATABASE_URL", "postgres://u@h/d"), ("DB_HOST", "other")]).unwrap_err();
         assert_eq!(err.problems.len(), 1);
         assert_eq!(err.problems[0].var, "DB_HOST");
+    }
+
+    fn problem_vars(vars: &[(&str, &str)]) -> Vec<String> {
+        load(vars)
+            .unwrap_err()
+            .problems
+            .into_iter()
+            .map(|p| p.var)
+            .collect()
+    }
+
+    #[test]
+    fn the_whole_server_is_db_name_star_or_backup_scope_server() {
+        let base = [("DB_HOST", "h"), ("STORAGE_LOCAL_DIR", "/backups")];
+        let star = load(&[&base[..], &[("DB_NAME", "*"), ("SERVER_PARALLELISM", "4")]].concat())
+            .unwrap();
+        let Scope::Server(scope) = &star.scope else {
+            panic!("{:?}", star.scope)
+        };
+        assert_eq!(scope.parallelism, 4);
+        assert_eq!(star.db.name, "*");
+        assert_eq!(star.catalog.source_db.as_deref(), Some("*"));
+        let named = load(
+            &[
+                &base[..],
+                &[("BACKUP_SCOPE", "server"), ("DB_EXCLUDE", "tmp_*, scratch")],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let Scope::Server(scope) = &named.scope else {
+            panic!("{:?}", named.scope)
+        };
+        assert_eq!(scope.exclude, ["tmp_*", "scratch"]);
+        assert_eq!(named.db.name, "*");
+        assert_eq!(
+            load(&[&base[..], &[("DB_NAME", "app")]].concat())
+                .unwrap()
+                .scope,
+            Scope::Database
+        );
+        // Contradictions and options that only apply to a set are refused, naming the variable.
+        for (vars, var) in [
+            (vec![("DB_NAME", "app"), ("BACKUP_SCOPE", "server")], "BACKUP_SCOPE"),
+            (vec![("DB_NAME", "*"), ("BACKUP_SCOPE", "database")], "BACKUP_SCOPE"),
+            (vec![("DB_NAME", "app"), ("DB_INCLUDE", "a")], "DB_INCLUDE"),
+            (vec![("DB_NAME", "app"), ("SERVER_PARALLELISM", "2")], "SERVER_PARALLELISM"),
+            (vec![("DB_NAME", "*"), ("SERVER_PARALLELISM", "17")], "SERVER_PARALLELISM"),
+            (vec![("DB_NAME", "*"), ("DB_INCLUDE", " , ")], "DB_INCLUDE"),
+            (vec![("DB_NAME", "*"), ("BACKUP_PATH", "x/y.sql")], "BACKUP_PATH"),
+            (vec![("DB_NAME", "*"), ("RESTORE_DATABASES", "a")], "RESTORE_DATABASES"),
+            (
+                vec![
+                    ("DB_NAME", "*"),
+                    ("OPERATION_TYPE", "restore"),
+                    ("BACKUP_PATH", "latest"),
+                    ("DB_INCLUDE", "a"),
+                ],
+                "DB_INCLUDE",
+            ),
+            (
+                vec![
+                    ("DB_NAME", "*"),
+                    ("OPERATION_TYPE", "restore"),
+                    ("BACKUP_PATH", "latest"),
+                    ("RESTORE_DATABASES", "a*"),
+                ],
+                "RESTORE_DATABASES",
+            ),
+        ] {
+            let found = problem_vars(&[&base[..], &vars[..]].concat());
+            assert!(found.contains(&var.to_string()), "{vars:?}: {found:?}");
+        }
+        let restore = load(
+            &[
+                &base[..],
+                &[
+                    ("DB_NAME", "*"),
+                    ("OPERATION_TYPE", "restore"),
+                    ("BACKUP_PATH", "latest"),
+                    ("RESTORE_DATABASES", "app, shop"),
+                    ("RESTORE_GLOBALS", "false"),
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let Scope::Server(scope) = &restore.scope else {
+            panic!()
+        };
+        assert_eq!(
+            scope.restore_databases.as_deref(),
+            Some(&["app".to_string(), "shop".to_string()][..])
+        );
+        assert!(!scope.restore_globals);
+    }
+
+    #[test]
+    fn an_engine_without_sets_refuses_the_whole_server() {
+        let mut info = crate::engine::EXAMPLE_ENGINE.clone_for_test();
+        info.server_scope = false;
+        let map: HashMap<String, String> = [("DB_HOST", "h"), ("DB_NAME", "*")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut env = EnvReader::new(move |k| map.get(k).cloned());
+        let _ = Config::read_on(&mut env, &info, &|_| HostInfo::default());
+        let err = env.finish().unwrap_err();
+        assert_eq!(err.problems[0].var, "DB_NAME");
+        assert!(
+            err.problems[0].message.contains("already covers the whole server"),
+            "{err}"
+        );
     }
 
     #[test]

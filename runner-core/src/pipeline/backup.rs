@@ -47,16 +47,72 @@ pub async fn backup<E: Engine>(
         cfg.compression,
         started_at,
     );
+    let manifest_key = manifest_key(&key);
+    let mode = claim(storage, &key, &manifest_key, cfg.overwrite).await?;
+    let target = Target {
+        key,
+        mode,
+        format,
+        database: cfg.db.name.clone(),
+        started_at,
+        share: 1,
+    };
+    let manifest = store(engine, cfg, storage, server, progress, target, || {
+        engine.start_dump(&cfg.db, server)
+    })
+    .await?;
+    storage
+        .put(&manifest_key, Bytes::from(manifest.to_json()), mode)
+        .await?;
+    Ok(manifest)
+}
+
+/// Where and how one dump is stored.
+pub(super) struct Target {
+    pub key: String,
+    pub mode: WriteMode,
+    pub format: DumpFormat,
+    /// The manifest's `database`.
+    pub database: String,
+    pub started_at: chrono::DateTime<Utc>,
+    /// How many dumps share the parts-in-flight budget at once (a set's `SERVER_PARALLELISM`).
+    pub share: usize,
+}
+
+/// Streams one dump (started by `start` once the object is claimed and writable) through
+/// compression, encryption and the checksum into an upload, and returns its manifest, not yet
+/// written.
+pub(super) async fn store<E, F, Fut>(
+    engine: &E,
+    cfg: &Config,
+    storage: &Storage,
+    server: &ServerInfo,
+    progress: &Progress,
+    target: Target,
+    start: F,
+) -> Result<Manifest, Error>
+where
+    E: Engine,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Dump, Error>>,
+{
+    let info = E::info();
+    let Target {
+        key,
+        mode,
+        format,
+        database,
+        started_at,
+        share,
+    } = target;
     let (override_size, concurrency) = match &cfg.storage {
         StorageConfig::S3(s3) => (s3.part_size, s3.concurrency),
         StorageConfig::Local { .. } => (None, 1),
     };
     let part_size = choose_part_size(override_size, server.size_bytes);
     check_part_size(part_size, override_size.is_some(), server.size_bytes)?;
-    let manifest_key = manifest_key(&key);
-    let mode = claim(storage, &key, &manifest_key, cfg.overwrite).await?;
     storage.probe_write(&key).await?;
-    let in_flight = parts_in_flight(part_size, concurrency);
+    let in_flight = (parts_in_flight(part_size, concurrency) / share.max(1)).max(1);
     // Set up before the dump starts: a backup that cannot be encrypted dumps nothing.
     let encryptor = cfg.encryption.as_ref().map(|e| e.encryptor()).transpose()?;
     if let Some(e) = &cfg.encryption {
@@ -82,7 +138,7 @@ pub async fn backup<E: Engine>(
         stream: dump,
         tools,
         report,
-    } = engine.start_dump(&cfg.db, server).await?;
+    } = start().await?;
     let dump = Metered::counting(dump, progress.raw.clone());
     let mut stream = compress_on_thread(dump, cfg.compression, encryptor)
         .map_err(|e| Error::Internal(format!("cannot start the compressor: {e}")))?;
@@ -166,7 +222,7 @@ pub async fn backup<E: Engine>(
         server_version: server.server_version.clone(),
         client_version: server.client_version.clone(),
         runner_version: env!("CARGO_PKG_VERSION").to_string(),
-        database: cfg.db.name.clone(),
+        database,
         format: format.name.to_string(),
         compression: CompressionInfo {
             algorithm: cfg.compression.algorithm,
@@ -195,16 +251,13 @@ pub async fn backup<E: Engine>(
         encryption: cfg.encryption.as_ref().map(|e| e.info()),
         set: None,
     };
-    storage
-        .put(&manifest_key, Bytes::from(manifest.to_json()), mode)
-        .await?;
     Ok(manifest)
 }
 
 /// Decides how the backup may be written at `key`: a backup (or a manifest-less object) already
 /// there is kept unless `BACKUP_OVERWRITE` allows replacing it. Checked before the dump, and again
 /// atomically when the object and the manifest are committed.
-async fn claim(
+pub(super) async fn claim(
     storage: &Storage,
     key: &str,
     manifest_key: &str,

@@ -15,6 +15,7 @@
 mod backup;
 mod read;
 mod restore;
+mod server;
 mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 
 pub use backup::backup;
 pub use restore::{restore, RestoreOutcome};
-pub use verify::{check_keys, read_manifest, verify, verify_object, Checked};
+pub use server::{backup_set, refuse_set_as_database, restore_set, SetRestored};
+pub use verify::{check_keys, read_manifest, read_verified, verify, verify_object, Checked};
 
 /// The S3 limit on parts per upload.
 pub const MAX_PARTS: u64 = 10_000;

@@ -35,7 +35,24 @@ pub async fn restore<E: Engine>(
         .as_deref()
         .ok_or_else(|| Error::Internal("restore without BACKUP_PATH".into()))?;
     let manifest = read_manifest(storage, key).await?;
+    super::refuse_set_as_database(&manifest, &storage.describe(key))?;
     crate::checks::check_backup::<E>(&storage.describe(key), &manifest)?;
+    restore_object(engine, cfg, storage, server, progress, verify_first, &manifest).await?;
+    Ok(RestoreOutcome { manifest })
+}
+
+/// Restores the backup `manifest` describes (its object at `manifest.object_key`) into
+/// `cfg.db`; the manifest was read and checked by the caller.
+pub(super) async fn restore_object<E: Engine>(
+    engine: &E,
+    cfg: &Config,
+    storage: &Storage,
+    server: &ServerInfo,
+    progress: &Progress,
+    verify_first: bool,
+    manifest: &Manifest,
+) -> Result<(), Error> {
+    let key = manifest.object_key.as_str();
     tracing::info!(
         phase = "restore",
         object = %storage.describe(key),
@@ -53,20 +70,20 @@ pub async fn restore<E: Engine>(
             phase = "verify",
             "checking the whole object before restoring (RESTORE_VERIFY_FIRST)"
         );
-        verify_object(storage, key, &manifest, &cfg.keys, &Progress::default()).await?;
+        verify_object(storage, key, manifest, &cfg.keys, &Progress::default()).await?;
         tracing::info!(phase = "verify", "the object matches its manifest");
     }
     // Everything that can fail without touching the target comes first: the object is open
     // and the engine's checks and rewrites are ready before the target is prepared.
     let (object, size) = storage.open(key).await?;
-    check_size(storage, key, size, &manifest)?;
+    check_size(storage, key, size, manifest)?;
     let location = storage.describe(key);
     // For an encrypted object this checks the key against its header.
-    let reading = Reading::open(object, &manifest, &cfg.keys, &location, progress).await?;
-    let command = engine.restore_command(&cfg.db, &manifest)?;
-    let filter = engine.restore_filter(&cfg.db, &manifest)?;
-    engine.prepare_restore(&cfg.db, server, &manifest).await?;
-    load(engine, &location, reading, &manifest, command, filter)
+    let reading = Reading::open(object, manifest, &cfg.keys, &location, progress).await?;
+    let command = engine.restore_command(&cfg.db, manifest)?;
+    let filter = engine.restore_filter(&cfg.db, manifest)?;
+    engine.prepare_restore(&cfg.db, server, manifest).await?;
+    load(engine, &location, reading, manifest, command, filter)
         .await
         .map_err(|e| {
             if engine.restore_is_atomic() {
@@ -77,8 +94,7 @@ pub async fn restore<E: Engine>(
                     cfg.db.name
                 ))
             }
-        })?;
-    Ok(RestoreOutcome { manifest })
+        })
 }
 
 /// Streams the object into the restore tool, closing its input only when the object matched.

@@ -65,7 +65,21 @@ pub async fn verify(
         "checking the backup against its manifest"
     );
     let _ticker = progress.report_every(cfg.progress_interval, "verify");
-    let checked = verify_object(storage, key, &manifest, &cfg.keys, progress).await?;
+    let mut checked = verify_object(storage, key, &manifest, &cfg.keys, progress).await?;
+    // A whole-server set: every database's object too, against the set's manifest.
+    for m in manifest.set.iter().flat_map(|s| &s.members) {
+        tracing::info!(
+            phase = "verify",
+            object = %storage.describe(&m.object_key),
+            database = %m.database,
+            "checking a database of the set against the set's manifest"
+        );
+        if verify_object(storage, &m.object_key, m, &cfg.keys, progress).await?
+            == Checked::StoredBytesOnly
+        {
+            checked = Checked::StoredBytesOnly;
+        }
+    }
     Ok((manifest, checked))
 }
 
@@ -74,11 +88,15 @@ pub async fn verify(
 /// database's checks and reports it in the usual order.
 pub async fn check_keys(cfg: &Config, storage: &Storage) -> Result<(), Error> {
     let key = backup_path(cfg)?;
-    match read_manifest(storage, key).await {
-        Ok(Manifest {
-            encryption: Some(info),
-            ..
-        }) if cfg.keys.is_empty() => Err(missing_key(&info, &storage.describe(key))),
+    let manifest = match read_manifest(storage, key).await {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    if cfg.scope == crate::config::Scope::Database {
+        super::refuse_set_as_database(&manifest, &storage.describe(key))?;
+    }
+    match manifest.encryption {
+        Some(info) if cfg.keys.is_empty() => Err(missing_key(&info, &storage.describe(key))),
         _ => Ok(()),
     }
 }
@@ -96,6 +114,56 @@ pub enum Checked {
     Fully,
     /// Encrypted, and no key was given: the stored bytes' checksum and size only.
     StoredBytesOnly,
+}
+
+/// Reads a small object (a set's globals script) whole, decrypted and decompressed, and checks
+/// it against its manifest before returning it: nothing unverified is ever replayed.
+pub async fn read_verified(
+    storage: &Storage,
+    manifest: &Manifest,
+    keys: &Keys,
+    limit: u64,
+) -> Result<Vec<u8>, Error> {
+    use tokio::io::AsyncReadExt;
+    let key = manifest.object_key.as_str();
+    let location = storage.describe(key);
+    if manifest.raw_bytes > limit {
+        return Err(Error::Integrity(format!(
+            "{location} records {} bytes, more than the {limit} a globals script may hold",
+            manifest.raw_bytes
+        )));
+    }
+    if manifest.encryption.is_some() && keys.is_empty() {
+        return Err(missing_key(
+            manifest.encryption.as_ref().expect("checked"),
+            &location,
+        ));
+    }
+    let (object, size) = storage.open(key).await?;
+    check_size(storage, key, size, manifest)?;
+    let mut reading = Reading::open(object, manifest, keys, &location, &Progress::default()).await?;
+    let mut out = Vec::with_capacity(manifest.raw_bytes as usize);
+    let read = (&mut reading.decoded)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .await;
+    let storage_failed = reading.storage_failed();
+    if let Err(e) = read {
+        return Err(if storage_failed {
+            Error::storage(&format!("reading {location} failed"), e)
+        } else {
+            Error::Integrity(format!("{location} cannot be decoded ({e}): it is corrupt"))
+        });
+    }
+    reading.finish(manifest, &location, "").await?;
+    if out.len() as u64 != manifest.raw_bytes {
+        return Err(Error::Integrity(format!(
+            "{location} decompresses to {} bytes but its manifest says {}",
+            out.len(),
+            manifest.raw_bytes
+        )));
+    }
+    Ok(out)
 }
 
 /// Streams the whole object through the checksum, the decryption (when the object is encrypted

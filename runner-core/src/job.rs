@@ -392,13 +392,8 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             let (bytes, raw_bytes) = set_totals(&m);
             let what = match &m.set {
                 Some(set) => format!(
-                    "whole-server backup ({} databases and the server's {})",
+                    "whole-server backup ({} databases and the server's globals)",
                     set.members.len(),
-                    if info.name == "postgres" {
-                        "roles"
-                    } else {
-                        "accounts"
-                    }
                 ),
                 None => "backup".to_string(),
             };
@@ -460,7 +455,9 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
                     g.created.len(),
                     g.kept.len()
                 )),
-                None => message.push_str("; roles and accounts not restored (RESTORE_GLOBALS=false)"),
+                None => {
+                    message.push_str("; roles and accounts not restored (RESTORE_GLOBALS=false)")
+                }
             }
             tracing::info!(
                 phase = "done",

@@ -188,7 +188,10 @@ impl std::fmt::Display for Flaw {
             Flaw::UnreadableManifest(why) => write!(f, "unreadable manifest: {why}"),
             Flaw::IncompleteUpload { .. } => f.write_str("incomplete multipart upload"),
             Flaw::IncompleteSet { member, detail } => {
-                write!(f, "whole-server set whose database object {member} is {detail}")
+                write!(
+                    f,
+                    "whole-server set whose database object {member} is {detail}"
+                )
             }
         }
     }

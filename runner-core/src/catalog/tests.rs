@@ -303,9 +303,15 @@ async fn a_set_is_one_backup_and_incomplete_without_any_of_its_databases() {
         .collect();
     assert_eq!(flaws.len(), 2, "{flaws:?}");
     assert_eq!(flaws[0].0, "p/postgres/_server/a/globals.sql.zst");
-    assert!(flaws[0].1.contains("app.pgdump.zst is 6 bytes"), "{flaws:?}");
+    assert!(
+        flaws[0].1.contains("app.pgdump.zst is 6 bytes"),
+        "{flaws:?}"
+    );
     assert_eq!(flaws[1].0, "p/postgres/_server/b/globals.sql.zst");
-    assert!(flaws[1].1.contains("shop.pgdump.zst is missing"), "{flaws:?}");
+    assert!(
+        flaws[1].1.contains("shop.pgdump.zst is missing"),
+        "{flaws:?}"
+    );
     assert_eq!(c.not_backups[0].flaw.code(), "incomplete_set");
 }
 

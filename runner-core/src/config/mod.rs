@@ -654,8 +654,8 @@ mod tests {
     #[test]
     fn the_whole_server_is_db_name_star_or_backup_scope_server() {
         let base = [("DB_HOST", "h"), ("STORAGE_LOCAL_DIR", "/backups")];
-        let star = load(&[&base[..], &[("DB_NAME", "*"), ("SERVER_PARALLELISM", "4")]].concat())
-            .unwrap();
+        let star =
+            load(&[&base[..], &[("DB_NAME", "*"), ("SERVER_PARALLELISM", "4")]].concat()).unwrap();
         let Scope::Server(scope) = &star.scope else {
             panic!("{:?}", star.scope)
         };
@@ -683,14 +683,32 @@ mod tests {
         );
         // Contradictions and options that only apply to a set are refused, naming the variable.
         for (vars, var) in [
-            (vec![("DB_NAME", "app"), ("BACKUP_SCOPE", "server")], "BACKUP_SCOPE"),
-            (vec![("DB_NAME", "*"), ("BACKUP_SCOPE", "database")], "BACKUP_SCOPE"),
+            (
+                vec![("DB_NAME", "app"), ("BACKUP_SCOPE", "server")],
+                "BACKUP_SCOPE",
+            ),
+            (
+                vec![("DB_NAME", "*"), ("BACKUP_SCOPE", "database")],
+                "BACKUP_SCOPE",
+            ),
             (vec![("DB_NAME", "app"), ("DB_INCLUDE", "a")], "DB_INCLUDE"),
-            (vec![("DB_NAME", "app"), ("SERVER_PARALLELISM", "2")], "SERVER_PARALLELISM"),
-            (vec![("DB_NAME", "*"), ("SERVER_PARALLELISM", "17")], "SERVER_PARALLELISM"),
+            (
+                vec![("DB_NAME", "app"), ("SERVER_PARALLELISM", "2")],
+                "SERVER_PARALLELISM",
+            ),
+            (
+                vec![("DB_NAME", "*"), ("SERVER_PARALLELISM", "17")],
+                "SERVER_PARALLELISM",
+            ),
             (vec![("DB_NAME", "*"), ("DB_INCLUDE", " , ")], "DB_INCLUDE"),
-            (vec![("DB_NAME", "*"), ("BACKUP_PATH", "x/y.sql")], "BACKUP_PATH"),
-            (vec![("DB_NAME", "*"), ("RESTORE_DATABASES", "a")], "RESTORE_DATABASES"),
+            (
+                vec![("DB_NAME", "*"), ("BACKUP_PATH", "x/y.sql")],
+                "BACKUP_PATH",
+            ),
+            (
+                vec![("DB_NAME", "*"), ("RESTORE_DATABASES", "a")],
+                "RESTORE_DATABASES",
+            ),
             (
                 vec![
                     ("DB_NAME", "*"),
@@ -750,7 +768,9 @@ mod tests {
         let err = env.finish().unwrap_err();
         assert_eq!(err.problems[0].var, "DB_NAME");
         assert!(
-            err.problems[0].message.contains("already covers the whole server"),
+            err.problems[0]
+                .message
+                .contains("already covers the whole server"),
             "{err}"
         );
     }

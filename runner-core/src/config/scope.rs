@@ -42,7 +42,9 @@ impl ServerScope {
             ));
         }
         if let Some(p) = self.exclude.iter().find(|p| matches(p, database)) {
-            return Err(format!("database {database:?}: excluded by DB_EXCLUDE ({p})"));
+            return Err(format!(
+                "database {database:?}: excluded by DB_EXCLUDE ({p})"
+            ));
         }
         Ok(())
     }
@@ -112,9 +114,7 @@ pub(super) fn read_scope(
     db_name: Option<&str>,
     backup_path_set: bool,
 ) -> Scope {
-    let requested = env
-        .string("BACKUP_SCOPE")
-        .map(|s| s.to_ascii_lowercase());
+    let requested = env.string("BACKUP_SCOPE").map(|s| s.to_ascii_lowercase());
     let star = db_name == Some(SERVER_DATABASE);
     let server = match requested.as_deref() {
         Some("server") => {
@@ -148,9 +148,17 @@ pub(super) fn read_scope(
     if !server {
         only_for_sets(env, "DB_INCLUDE", "chooses the databases");
         only_for_sets(env, "DB_EXCLUDE", "leaves out databases");
-        only_for_sets(env, "SERVER_PARALLELISM", "sets how many databases are dumped at once");
+        only_for_sets(
+            env,
+            "SERVER_PARALLELISM",
+            "sets how many databases are dumped at once",
+        );
         only_for_sets(env, "RESTORE_DATABASES", "chooses the databases to restore");
-        only_for_sets(env, "RESTORE_GLOBALS", "chooses whether roles and accounts are restored");
+        only_for_sets(
+            env,
+            "RESTORE_GLOBALS",
+            "chooses whether roles and accounts are restored",
+        );
         return Scope::Database;
     }
     if !engine.server_scope {
@@ -159,7 +167,11 @@ pub(super) fn read_scope(
             format!(
                 "a {} backup already covers the whole server (every logical database): unset {}",
                 engine.display_name,
-                if star { "DB_NAME (or set it to a database number)" } else { "BACKUP_SCOPE" }
+                if star {
+                    "DB_NAME (or set it to a database number)"
+                } else {
+                    "BACKUP_SCOPE"
+                }
             ),
         );
         return Scope::Database;

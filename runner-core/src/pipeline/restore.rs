@@ -37,7 +37,16 @@ pub async fn restore<E: Engine>(
     let manifest = read_manifest(storage, key).await?;
     super::refuse_set_as_database(&manifest, &storage.describe(key))?;
     crate::checks::check_backup::<E>(&storage.describe(key), &manifest)?;
-    restore_object(engine, cfg, storage, server, progress, verify_first, &manifest).await?;
+    restore_object(
+        engine,
+        cfg,
+        storage,
+        server,
+        progress,
+        verify_first,
+        &manifest,
+    )
+    .await?;
     Ok(RestoreOutcome { manifest })
 }
 

@@ -119,15 +119,10 @@ pub async fn backup_set<E: Engine>(
         phase = "dump",
         databases = databases.len(),
         parallelism = scope.parallelism,
-        "backing up {} databases of the server ({}), {} at a time, and its {}",
+        "backing up {} databases of the server ({}), {} at a time, and its globals (roles or accounts and their grants)",
         databases.len(),
         databases.join(", "),
         scope.parallelism,
-        if info.name == "postgres" {
-            "roles and tablespaces"
-        } else {
-            "accounts and grants"
-        }
     );
 
     // Everything uploaded before the set's manifest, removed again if the set fails.
@@ -433,7 +428,11 @@ pub async fn restore_set<E: Engine>(
             .restore_globals(&conn, &server, &manifest, script)
             .await?;
         if !restored.created.is_empty() {
-            tracing::info!(phase = "restore", "created: {}", restored.created.join(", "));
+            tracing::info!(
+                phase = "restore",
+                "created: {}",
+                restored.created.join(", ")
+            );
         }
         if !restored.kept.is_empty() {
             tracing::warn!(

@@ -133,15 +133,13 @@ pub async fn read_verified(
             manifest.raw_bytes
         )));
     }
-    if manifest.encryption.is_some() && keys.is_empty() {
-        return Err(missing_key(
-            manifest.encryption.as_ref().expect("checked"),
-            &location,
-        ));
+    if let (Some(info), true) = (&manifest.encryption, keys.is_empty()) {
+        return Err(missing_key(info, &location));
     }
     let (object, size) = storage.open(key).await?;
     check_size(storage, key, size, manifest)?;
-    let mut reading = Reading::open(object, manifest, keys, &location, &Progress::default()).await?;
+    let mut reading =
+        Reading::open(object, manifest, keys, &location, &Progress::default()).await?;
     let mut out = Vec::with_capacity(manifest.raw_bytes as usize);
     let read = (&mut reading.decoded)
         .take(limit + 1)

@@ -26,7 +26,7 @@ struct State {
     hold: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
     held: AtomicU64,
     /// HTTP requests this rule matches are answered by the proxy with an error.
-    fail: Mutex<Option<FailRule>>,
+    fail: Mutex<Vec<FailRule>>,
     failed: AtomicU64,
 }
 
@@ -135,14 +135,14 @@ impl TcpProxy {
 
     /// Answers HTTP requests of `method` (e.g. `DELETE`) whose path (without the query) `path`
     /// accepts with `status` and an S3-style error body, and closes their connection; the server
-    /// never sees them. Other requests pass as before.
+    /// never sees them. Other requests pass as before. Each call adds a rule.
     pub fn fail_requests(
         &self,
         method: &str,
         path: impl Fn(&str) -> bool + Send + Sync + 'static,
         status: u16,
     ) {
-        *self.state.fail.lock().unwrap() = Some(FailRule {
+        self.state.fail.lock().unwrap().push(FailRule {
             method: method.to_string(),
             path: Box::new(path),
             status,
@@ -193,8 +193,8 @@ async fn relay(client: TcpStream, server: TcpStream, state: Arc<State>) {
                 .fail
                 .lock()
                 .unwrap()
-                .as_ref()
-                .filter(|rule| rule.matches(chunk))
+                .iter()
+                .find(|rule| rule.matches(chunk))
                 .map(FailRule::response);
             if let Some(answer) = answer {
                 up_state.failed.fetch_add(1, Ordering::SeqCst);

@@ -82,6 +82,9 @@ struct Capabilities {
     /// cannot hold a file and a directory of one name, and s3s-fs stores keys as paths too:
     /// there the second write is a storage error that leaves the first object as it was.
     nested_keys: bool,
+    /// `delete_many` sends S3's DeleteObjects, 1,000 keys per request; a directory deletes one
+    /// file per request.
+    batch_deletes: bool,
 }
 
 /// One backend under test, with the stores of the same kind the failure checks need.
@@ -174,6 +177,7 @@ async fn local_backend() -> Backend {
             real_upload_initiated: true,
             prefix_key_is_missing: true,
             nested_keys: false,
+            batch_deletes: false,
         },
         pending_ids: None,
         missing: (
@@ -236,6 +240,7 @@ async fn moto_backend() -> Backend {
             real_upload_initiated: false,
             prefix_key_is_missing: true,
             nested_keys: true,
+            batch_deletes: true,
         },
         pending_ids: None,
         missing: (Box::new(missing), MISSING_BUCKET.into()),
@@ -271,6 +276,7 @@ async fn s3s_backend() -> Backend {
             real_upload_initiated: true,
             prefix_key_is_missing: false,
             nested_keys: false,
+            batch_deletes: true,
         },
         pending_ids: Some(Box::new(move || {
             view.pending_upload_ids().expect("read s3s-fs's directory")
@@ -798,6 +804,44 @@ async fn delete(b: &Backend, p: &str) {
         .delete(&format!("{p}never/was"))
         .await
         .expect("deleting a key that never was");
+}
+
+/// delete_many removes exactly the keys given (1,205: more than one S3 request's 1,000), missing
+/// ones included, with a result per key in their order; on S3 in one request per 1,000 keys.
+async fn delete_many(b: &Backend, p: &str) {
+    let store = b.store();
+    let doomed: Vec<String> = (0..1205).map(|i| format!("{p}d/{i:05}")).collect();
+    let kept: Vec<String> = (0..3).map(|i| format!("{p}k/{i}")).collect();
+    put_all(
+        store,
+        doomed
+            .iter()
+            .chain(&kept)
+            .map(|k| (k.clone(), data(8, 3)))
+            .collect(),
+    )
+    .await;
+    let mut asked = doomed.clone();
+    asked.push(format!("{p}d/never-was"));
+    let before = store.requests();
+    let results = store.delete_many(&asked).await;
+    let requests = delta(before, store.requests());
+    assert_eq!(results.len(), asked.len(), "one result per key");
+    for (k, r) in asked.iter().zip(&results) {
+        assert!(r.is_ok(), "{k}: {:?}", r.as_ref().err());
+    }
+    assert_eq!(
+        keys(&store.list(p).await.unwrap()),
+        kept.iter().map(String::as_str).collect::<Vec<_>>(),
+        "only the given keys go"
+    );
+    let expected = if b.caps.batch_deletes {
+        2
+    } else {
+        asked.len() as u64
+    };
+    assert_eq!(requests.delete, expected, "delete requests");
+    assert!(store.delete_many(&[]).await.is_empty());
 }
 
 /// Several full parts and a short last one make one object, the parts' concatenation.
@@ -1349,6 +1393,7 @@ async fn run_suite(backend: Backend) {
         list_prefix,
         list_many_pages,
         delete,
+        delete_many,
         multipart_parts,
         multipart_pending_abort,
         multipart_create_conflict,

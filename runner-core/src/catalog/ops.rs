@@ -325,16 +325,14 @@ fn describe_policy(policy: &Policy) {
     );
 }
 
-/// Deletes at once, per phase.
-const DELETES_IN_FLIGHT: usize = 16;
-
 /// Deletes what the plan says: every manifest first, then the objects whose manifest is gone,
 /// so a prune stopped anywhere leaves objects without a manifest (not backups, cleaned up
-/// later), never a manifest pointing at nothing. Deletes run [`DELETES_IN_FLIGHT`] at a time
-/// within each phase. Returns what failed.
+/// later), never a manifest pointing at nothing. Each phase is one `delete_many` (S3: 1,000 keys
+/// per request). Returns what failed.
 async fn execute(storage: &Storage, plan: &Plan) -> Vec<String> {
     let mut failures = Vec::new();
-    let manifests = deletes(storage, plan.delete.iter().map(|b| b.manifest_key.clone())).await;
+    let manifest_keys: Vec<String> = plan.delete.iter().map(|b| b.manifest_key.clone()).collect();
+    let manifests = storage.delete_many(&manifest_keys).await;
     let mut objects = Vec::new();
     for (b, result) in plan.delete.iter().zip(manifests) {
         match result {
@@ -342,10 +340,7 @@ async fn execute(storage: &Storage, plan: &Plan) -> Vec<String> {
             Err(e) => failures.push(format!("cannot delete {}: {e}", b.manifest_key)),
         }
     }
-    for (key, result) in objects
-        .iter()
-        .zip(deletes(storage, objects.iter().cloned()).await)
-    {
+    for (key, result) in objects.iter().zip(storage.delete_many(&objects).await) {
         if let Err(e) = result {
             failures.push(format!(
                 "deleted the manifest of {key} but not the object ({e}): it is no longer a backup, and a later prune removes it once it is older than PRUNE_GRACE_PERIOD"
@@ -370,16 +365,6 @@ async fn execute(storage: &Storage, plan: &Plan) -> Vec<String> {
         }
     }
     failures
-}
-
-/// Deletes `keys`, several at a time; the results in the order of `keys`.
-async fn deletes(storage: &Storage, keys: impl Iterator<Item = String>) -> Vec<Result<(), Error>> {
-    use futures_util::{stream, StreamExt};
-    stream::iter(keys)
-        .map(|key| async move { storage.delete(&key).await })
-        .buffered(DELETES_IN_FLIGHT)
-        .collect()
-        .await
 }
 
 /// `OPERATION_TYPE=check`: fails with [`Error::Stale`] when the newest complete backup is older

@@ -10,6 +10,9 @@
 mod local;
 mod s3;
 
+/// Single deletes in flight at once, where a store takes one key per request.
+pub const DELETES_IN_FLIGHT: usize = 16;
+
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -161,6 +164,19 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), Error>;
 
+    /// Deletes several objects; the results in the order of `keys`. By default one request per
+    /// key, [`DELETES_IN_FLIGHT`] at a time (S3 sends up to 1,000 keys per request).
+    async fn delete_many(&self, keys: &[String]) -> Vec<Result<(), Error>> {
+        use futures_util::{stream, StreamExt};
+        // Made first, so the stream holds futures and no closure (the Send bound of the
+        // boxed future would not hold across one).
+        let deletes: Vec<_> = keys.iter().map(|key| self.delete(key)).collect();
+        stream::iter(deletes)
+            .buffered(DELETES_IN_FLIGHT)
+            .collect()
+            .await
+    }
+
     /// Starts an upload at `key` (lazily: nothing is sent before the first part).
     fn start_upload(
         &self,
@@ -269,6 +285,10 @@ impl Storage {
 
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
         self.store.delete(key).await
+    }
+
+    pub async fn delete_many(&self, keys: &[String]) -> Vec<Result<(), Error>> {
+        self.store.delete_many(keys).await
     }
 
     pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), Error> {

@@ -2,6 +2,7 @@
 //! in flight, single-request uploads for objects smaller than one part.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,10 +12,11 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::{stream, StreamExt};
 use md5::{Digest, Md5};
 use tokio::task::JoinSet;
 
@@ -30,7 +32,13 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     requests: Arc<RequestCounter>,
+    /// Whether to send DeleteObjects (up to 1,000 keys per request). Off for GCS, whose S3 API
+    /// has no multi-object delete, and turned off for good when a store refuses one.
+    batch_deletes: Arc<AtomicBool>,
 }
+
+/// The most keys one DeleteObjects request takes.
+const MAX_KEYS_PER_DELETE: usize = 1000;
 
 fn to_utc(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
@@ -54,6 +62,50 @@ where
 }
 
 impl S3Store {
+    /// One DeleteObjects request (quiet: only failures are listed); the results per key, or why
+    /// the request as a whole failed.
+    async fn delete_batch(&self, keys: &[String]) -> Result<Vec<Result<(), Error>>, String> {
+        self.count(RequestKind::Delete);
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| describe_sdk_error(&e))?;
+        let failed: std::collections::HashMap<&str, String> = out
+            .errors()
+            .iter()
+            .map(|e| {
+                (
+                    e.key().unwrap_or_default(),
+                    format!("{} {}", e.code().unwrap_or("?"), e.message().unwrap_or("")),
+                )
+            })
+            .collect();
+        Ok(keys
+            .iter()
+            .map(|k| match failed.get(k.as_str()) {
+                None => Ok(()),
+                Some(reason) => Err(Error::storage(
+                    &format!("cannot delete {}", self.describe(k)),
+                    reason.trim().to_string(),
+                )),
+            })
+            .collect())
+    }
+
     pub async fn new(c: &S3Config) -> S3Store {
         let mut loader =
             aws_config::defaults(BehaviorVersion::latest()).region(Region::new(c.region.clone()));
@@ -93,6 +145,7 @@ impl S3Store {
             client: Client::from_conf(builder.build()),
             bucket: c.bucket.clone(),
             requests: Arc::new(RequestCounter::default()),
+            batch_deletes: Arc::new(AtomicBool::new(!c.flavor.eq_ignore_ascii_case("gcs"))),
         }
     }
 
@@ -390,6 +443,36 @@ impl ObjectStore for S3Store {
                 )
             })?;
         Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Vec<Result<(), Error>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_KEYS_PER_DELETE) {
+            if self.batch_deletes.load(Ordering::Relaxed) {
+                match self.delete_batch(chunk).await {
+                    Ok(done) => {
+                        results.extend(done);
+                        continue;
+                    }
+                    Err(reason) => {
+                        // Whatever the reason (not implemented, denied, unreachable), the single
+                        // deletes that follow give each key its own result.
+                        tracing::info!(
+                            "the store refused a multi-object delete ({reason}); deleting one key per request"
+                        );
+                        self.batch_deletes.store(false, Ordering::Relaxed);
+                    }
+                }
+            }
+            let deletes: Vec<_> = chunk.iter().map(|key| self.delete(key)).collect();
+            results.extend(
+                stream::iter(deletes)
+                    .buffered(super::DELETES_IN_FLIGHT)
+                    .collect::<Vec<_>>()
+                    .await,
+            );
+        }
+        results
     }
 
     async fn open(

@@ -1,17 +1,22 @@
 //! The MySQL/MariaDB engine: the flavor's own dump tool (`mysqldump` or `mariadb-dump`) in a
 //! consistent snapshot, restored by streaming into the flavor's client.
 
+mod accounts;
 mod commands;
 mod fidelity;
 mod flavor;
 mod handshake;
 mod stream;
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use runner_core::engine::{spawn_into_pipe, Dump, DumpReport, StreamFilter};
+use runner_core::engine::{
+    spawn_into_pipe, DatabaseList, Dump, DumpFormat, DumpReport, Globals, GlobalsRestored,
+    StreamFilter,
+};
 
 use runner_core::config::Operation;
 use runner_core::env::Problem;
@@ -38,8 +43,121 @@ pub struct Options {
 pub struct Mysql {
     flavor: Flavor,
     options: Options,
-    /// The backup's repair plan, made by the preflight and used when the dump starts.
-    plan: Mutex<Option<Plan>>,
+    /// Each database's repair plan, made by its preflight and taken when its dump starts (the
+    /// databases of a whole-server backup may be dumped at once).
+    plans: Mutex<HashMap<String, Plan>>,
+    /// A whole-server restore's grants on tables and routines, by database: replayed after
+    /// the database's own restore, once their objects exist (restores run one at a time).
+    later: Mutex<LaterGrants>,
+}
+
+#[derive(Default)]
+struct LaterGrants {
+    /// The databases the restore of a set writes (each was checked first).
+    targets: Vec<String>,
+    /// The grants waiting for each of them.
+    grants: HashMap<String, Vec<accounts::Statement>>,
+}
+
+/// Passes the restore stream through (or through another rewrite) and appends statements.
+struct ThenStatements {
+    inner: Option<Box<dyn StreamFilter>>,
+    tail: Vec<u8>,
+}
+
+impl StreamFilter for ThenStatements {
+    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        match &mut self.inner {
+            Some(f) => f.filter(input, out),
+            None => out.extend_from_slice(input),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(f) = &mut self.inner {
+            f.finish(out);
+        }
+        out.append(&mut self.tail);
+    }
+}
+
+/// The grants a database's restore ends with.
+fn grants_after(statements: &[accounts::Statement]) -> Vec<u8> {
+    let mut tail = String::from(
+        "\n-- backup-runner: the set's grants on this database's tables and routines, now that they exist\nSET SESSION sql_mode = '';\n",
+    );
+    for s in statements {
+        tail.push_str(&format!("-- grants {}\n{};\n", s.account.sql(), s.sql));
+    }
+    tail.into_bytes()
+}
+
+/// The globals of a whole-server backup: the accounts script.
+pub const ACCOUNTS_FORMAT: DumpFormat = DumpFormat {
+    name: "mysql-accounts",
+    extension: "sql",
+};
+
+/// Schemas of the server itself, never part of a whole-server backup: the information and
+/// performance schemas, the system schema and `sys`; MySQL's NDB information schema, InnoDB
+/// Cluster's metadata and the option tracker's schema.
+const SYSTEM_SCHEMAS: &[&str] = &[
+    "information_schema",
+    "performance_schema",
+    "mysql",
+    "sys",
+    "ndbinfo",
+    "mysql_innodb_cluster_metadata",
+    "mysql_option",
+];
+
+/// The database a connection works in: none for the server connection (an empty name).
+fn database(db: &DbConfig) -> Option<&str> {
+    (!db.name.is_empty()).then_some(db.name.as_str())
+}
+
+/// Whether a query failed for want of a privilege (not of a connection).
+fn is_denied(err: &Error) -> bool {
+    let text = match err {
+        Error::DbRefused(m) => m,
+        Error::Tool { detail, .. } => detail,
+        _ => return false,
+    };
+    text.contains("denied")
+}
+
+/// The server's error line of a failed query, without the client's statement echo.
+fn error_line(err: &Error) -> String {
+    let text = match err {
+        Error::DbRefused(m) | Error::DbUnavailable(m) => m.as_str(),
+        Error::Tool { detail, .. } => detail.as_str(),
+        other => return other.to_string(),
+    };
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ERROR"))
+        .unwrap_or(text);
+    // `ERROR 1142 (42000) at line 4: …`: the line is of the runner's own script.
+    match line.split_once(" at line ") {
+        Some((head, rest)) if line.starts_with("ERROR") => {
+            let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            format!("{head}{rest}")
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// Refuses a target database that already holds objects, unless RESTORE_CLEAN allows
+/// dropping it.
+fn non_empty_target(name: &str, objects: u64) -> Error {
+    Error::Config(ConfigError {
+        problems: vec![Problem {
+            var: "RESTORE_CLEAN".into(),
+            message: format!(
+                "the target database {name:?} already holds {objects} tables, views, routines or events: restore into an empty database (DB_NAME), or set RESTORE_CLEAN=true to drop and recreate it"
+            ),
+        }],
+    })
 }
 
 /// The database's default character set and collation.
@@ -310,6 +428,80 @@ impl Mysql {
         )))
     }
 
+    /// Each account's definition, read in one session; when that is denied, account by
+    /// account, leaving out (and naming) those whose definition DB_USERNAME may not read.
+    async fn definitions(
+        &self,
+        db: &DbConfig,
+        listed: Vec<accounts::Listed>,
+        skipped: &mut Vec<String>,
+    ) -> Result<(Vec<accounts::Listed>, Vec<accounts::Definition>), Error> {
+        if listed.is_empty() {
+            return Ok((listed, Vec::new()));
+        }
+        let unreadable = |m: String| {
+            Error::Internal(format!("cannot read the server's account definitions: {m}"))
+        };
+        match self
+            .query(db, None, &accounts::show_script(self.flavor, &listed))
+            .await
+        {
+            Ok(out) => {
+                let defs =
+                    accounts::parse_definitions(self.flavor, &listed, &out).map_err(unreadable)?;
+                return Ok((listed, defs));
+            }
+            Err(e) if is_denied(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let mut kept = Vec::new();
+        let mut defs = Vec::new();
+        for account in listed {
+            let one = std::slice::from_ref(&account);
+            match self
+                .query(db, None, &accounts::show_script(self.flavor, one))
+                .await
+            {
+                Ok(out) => {
+                    let mut d =
+                        accounts::parse_definitions(self.flavor, one, &out).map_err(unreadable)?;
+                    defs.append(&mut d);
+                    kept.push(account);
+                }
+                Err(e) if is_denied(&e) => skipped.push(format!(
+                    "accounts and grants: {} is not in the backup: DB_USERNAME may not read its definition ({})",
+                    account.account.sql(),
+                    error_line(&e)
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((kept, defs))
+    }
+
+    /// Refuses a backup of the other flavor unless RESTORE_ALLOW_CROSS_FLAVOR is set; an
+    /// allowed mismatch is returned, to be logged.
+    fn cross_flavor(
+        &self,
+        backup_version: &str,
+        target_version: &str,
+    ) -> Result<Option<String>, Error> {
+        let backup_flavor = Flavor::of_server(backup_version);
+        let target_flavor = Flavor::of_server(target_version);
+        if backup_flavor == target_flavor {
+            return Ok(None);
+        }
+        let message = format!(
+            "this backup was taken from {backup_flavor} {backup_version} and the target is {target_flavor} {target_version}: only {backup_flavor} → {backup_flavor} restores are supported"
+        );
+        if !self.options.allow_cross_flavor {
+            return Err(Error::Incompatible(format!(
+                "{message}; restore into {backup_flavor}, or set RESTORE_ALLOW_CROSS_FLAVOR=true to try anyway"
+            )));
+        }
+        Ok(Some(message))
+    }
+
     async fn client_version(&self) -> Result<String, Error> {
         let tool = self.flavor.dump_tool();
         let out = commands::version_command(tool).output(b"").await?;
@@ -337,7 +529,8 @@ impl Engine for Mysql {
                     .choice("RESTORE_DEFINER", &["keep", "current_user"])
                     .is_some_and(|v| v == "current_user"),
             },
-            plan: Mutex::new(None),
+            plans: Mutex::new(HashMap::new()),
+            later: Mutex::new(LaterGrants::default()),
         }
     }
 
@@ -368,19 +561,25 @@ impl Engine for Mysql {
                 flavor.image_for(version_mm)
             )));
         }
-        let server = match self.server(db, Some(&db.name)).await {
+        let server = match self.server(db, database(db)).await {
             Ok(s) => s,
             Err(e) if operation == Operation::Restore && is_unknown_database(&e) => {
                 self.server(db, None).await?
             }
             Err(e) => return Err(e),
         };
+        // The server connection of a whole-server backup (no database): the version checks
+        // only; each database gets its own preflight.
+        let one_database = database(db).is_some();
         let mut warnings = Vec::new();
         let mut losses = Vec::new();
-        if operation == Operation::Backup {
+        if operation == Operation::Backup && one_database {
             let plan = self.fidelity_plan(db).await?;
             losses = plan.losses.clone();
-            *self.plan.lock().expect("plan lock") = Some(plan);
+            self.plans
+                .lock()
+                .expect("plan lock")
+                .insert(db.name.clone(), plan);
         }
         if operation == Operation::Backup && !server.non_innodb.is_empty() {
             warnings.push(format!(
@@ -391,7 +590,7 @@ impl Engine for Mysql {
         Ok(ServerInfo {
             server_version: server.version,
             client_version: client,
-            size_bytes: Some(server.size),
+            size_bytes: one_database.then_some(server.size),
             warnings,
             format: None,
             losses,
@@ -409,7 +608,7 @@ impl Engine for Mysql {
             .filter_map(|r| r.into_iter().next())
             .map(|d| account(&d))
             .collect();
-        let planned = self.plan.lock().expect("plan lock").take();
+        let planned = self.plans.lock().expect("plan lock").remove(&db.name);
         let plan = match planned {
             Some(plan) => plan,
             None => self.fidelity_plan(db).await?,
@@ -484,17 +683,9 @@ impl Engine for Mysql {
         manifest: &Manifest,
     ) -> Result<(), Error> {
         let backup_flavor = Flavor::of_server(&manifest.server_version);
-        let target_flavor = Flavor::of_server(&server.server_version);
-        if backup_flavor != target_flavor {
-            let message = format!(
-                "this backup was taken from {backup_flavor} {} and the target is {target_flavor} {}: only {backup_flavor} → {backup_flavor} restores are supported",
-                manifest.server_version, server.server_version
-            );
-            if !self.options.allow_cross_flavor {
-                return Err(Error::Incompatible(format!(
-                    "{message}; restore into {backup_flavor}, or set RESTORE_ALLOW_CROSS_FLAVOR=true to try anyway"
-                )));
-            }
+        if let Some(message) =
+            self.cross_flavor(&manifest.server_version, &server.server_version)?
+        {
             tracing::warn!(
                 phase = "restore",
                 "{message}; trying anyway (RESTORE_ALLOW_CROSS_FLAVOR=true)"
@@ -529,17 +720,15 @@ impl Engine for Mysql {
         let name = ident(&db.name);
         let defaults = database_defaults(manifest);
         match self.server(db, Some(&db.name)).await {
-            Ok(target) if target.objects > 0 && !self.options.clean => Err(Error::Config(ConfigError {
-                problems: vec![Problem {
-                    var: "RESTORE_CLEAN".into(),
-                    message: format!(
-                        "the target database {:?} already holds {} tables, views, routines or events: restore into an empty database (DB_NAME), or set RESTORE_CLEAN=true to drop and recreate it",
-                        db.name, target.objects
-                    ),
-                }],
-            })),
+            Ok(target) if target.objects > 0 && !self.options.clean => {
+                Err(non_empty_target(&db.name, target.objects))
+            }
             Ok(target) if target.objects > 0 => {
-                tracing::info!(phase = "restore", "dropping and recreating database {:?} (RESTORE_CLEAN)", db.name);
+                tracing::info!(
+                    phase = "restore",
+                    "dropping and recreating database {:?} (RESTORE_CLEAN)",
+                    db.name
+                );
                 self.query(
                     db,
                     None,
@@ -549,13 +738,21 @@ impl Engine for Mysql {
                 .map(|_| ())
             }
             Ok(_) => {
-                tracing::info!(phase = "restore", "setting database {:?} to {defaults}", db.name);
+                tracing::info!(
+                    phase = "restore",
+                    "setting database {:?} to {defaults}",
+                    db.name
+                );
                 self.query(db, None, &format!("ALTER DATABASE {name} {defaults};\n"))
                     .await
                     .map(|_| ())
             }
             Err(e) if is_unknown_database(&e) => {
-                tracing::info!(phase = "restore", "creating database {:?} with {defaults}", db.name);
+                tracing::info!(
+                    phase = "restore",
+                    "creating database {:?} with {defaults}",
+                    db.name
+                );
                 self.query(db, None, &format!("CREATE DATABASE {name} {defaults};\n"))
                     .await
                     .map(|_| ())
@@ -575,13 +772,341 @@ impl Engine for Mysql {
     ) -> Result<Option<Box<dyn StreamFilter>>, Error> {
         let rename = (manifest.database != db.name)
             .then_some((manifest.database.as_str(), db.name.as_str()));
-        if rename.is_none() && !self.options.definer_current_user {
-            return Ok(None);
+        let rewrite: Option<Box<dyn StreamFilter>> =
+            if rename.is_none() && !self.options.definer_current_user {
+                None
+            } else {
+                Some(Box::new(stream::DefinitionRewrite::new(
+                    self.options.definer_current_user,
+                    rename,
+                )))
+            };
+        let grants = if manifest.is_set_member() {
+            self.later
+                .lock()
+                .expect("grants lock")
+                .grants
+                .remove(&db.name)
+        } else {
+            None
+        };
+        Ok(match grants {
+            Some(grants) => Some(Box::new(ThenStatements {
+                inner: rewrite,
+                tail: grants_after(&grants),
+            })),
+            None => rewrite,
+        })
+    }
+
+    fn server_connection(&self, db: &DbConfig) -> DbConfig {
+        DbConfig {
+            name: String::new(),
+            ..db.clone()
         }
-        Ok(Some(Box::new(stream::DefinitionRewrite::new(
-            self.options.definer_current_user,
-            rename,
-        ))))
+    }
+
+    async fn list_databases(&self, db: &DbConfig) -> Result<DatabaseList, Error> {
+        let out = self
+            .query(
+                db,
+                None,
+                "SELECT schema_name FROM information_schema.schemata ORDER BY schema_name;\n",
+            )
+            .await?;
+        let mut list = DatabaseList::default();
+        for name in rows(&out).map(|r| r.join("\t")) {
+            if SYSTEM_SCHEMAS.contains(&name.as_str()) {
+                continue;
+            }
+            if name.starts_with("#mysql50#") {
+                list.skipped.push(format!(
+                    "{name:?}: a directory in the server's data directory whose name is not a valid database name, not a database"
+                ));
+                continue;
+            }
+            list.databases.push(name);
+        }
+        match self.query(db, None, "SHOW GRANTS;\n").await {
+            Ok(grants) if accounts::sees_every_database(&grants) => {}
+            Ok(_) => list.skipped.push(
+                "only the databases DB_USERNAME has privileges on are listed: it lacks the global SHOW DATABASES privilege, so databases it cannot see are not in the backup (GRANT SHOW DATABASES ON *.* to it to list every database)".into(),
+            ),
+            Err(e @ Error::DbUnavailable(_)) => return Err(e),
+            Err(e) => list.skipped.push(format!(
+                "only the databases DB_USERNAME has privileges on may be listed: its privileges cannot be read (SHOW GRANTS: {}), so databases it cannot see would not be in the backup",
+                error_line(&e)
+            )),
+        }
+        Ok(list)
+    }
+
+    async fn dump_globals(&self, db: &DbConfig, server: &ServerInfo) -> Result<Globals, Error> {
+        let mut skipped = Vec::new();
+        let listed = match self
+            .query(db, None, accounts::accounts_query(self.flavor))
+            .await
+        {
+            Ok(out) => accounts::parse_accounts(&out),
+            Err(e) if is_denied(&e) => {
+                skipped.push(format!(
+                    "accounts and grants: DB_USERNAME cannot read mysql.user ({}), so no account is in the backup; back up as an account with SELECT on the mysql schema to include them",
+                    error_line(&e)
+                ));
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let (listed, mut definitions) = self.definitions(db, listed, &mut skipped).await?;
+        if !listed.is_empty() {
+            match self.query(db, None, accounts::ORPHANS_QUERY).await {
+                Ok(out) => {
+                    let dropped = accounts::drop_orphans(&listed, &mut definitions, &out);
+                    if !dropped.is_empty() {
+                        skipped.push(format!(
+                            "accounts and grants: grants on tables or columns that no longer exist (a DROP leaves them on the server, and a restore would refuse them) are not in the backup: {}",
+                            dropped.join(", ")
+                        ));
+                    }
+                }
+                Err(e @ Error::DbUnavailable(_)) => return Err(e),
+                // Without mysql.tables_priv the grants stay; a grant on a dropped table then
+                // fails its database's restore, naming it.
+                Err(e) => tracing::warn!(
+                    phase = "dump",
+                    "cannot look for grants on dropped tables ({})",
+                    error_line(&e)
+                ),
+            }
+        }
+        let accounts = listed.len();
+        let roles = listed
+            .iter()
+            .filter(|a| a.role && !a.account.is_public())
+            .count();
+        let counted = match self.flavor {
+            Flavor::Mariadb => format!(
+                "{} users, {roles} roles",
+                listed.iter().filter(|a| !a.role).count()
+            ),
+            // A MySQL role is an account (locked, without a password) and is recreated as one.
+            Flavor::Mysql => format!("{accounts} accounts (roles included)"),
+        };
+        let mut header = format!(
+            "backup-runner: accounts and grants of {} {}: {counted}\n\
+             A restore of the set creates the accounts the target lacks; existing ones are kept as they are and gain the grants below.",
+            self.flavor, server.server_version
+        );
+        for s in &skipped {
+            header.push_str(&format!("\nleft out: {s}"));
+        }
+        let script = accounts::script(&header, &listed, &definitions);
+        tracing::info!(
+            phase = "dump",
+            accounts,
+            "accounts and grants read: {counted} (the server's own accounts left out)"
+        );
+        let flavor = self.flavor;
+        let report = move || {
+            let mut details = serde_json::Map::new();
+            details.insert("accounts".into(), accounts.into());
+            if flavor == Flavor::Mariadb {
+                details.insert("roles".into(), roles.into());
+            }
+            DumpReport {
+                details,
+                warnings: Vec::new(),
+            }
+        };
+        Ok(Globals {
+            dump: Dump {
+                stream: Box::new(std::io::Cursor::new(script.into_bytes())),
+                tools: Vec::new(),
+                report: Box::new(report),
+            },
+            format: ACCOUNTS_FORMAT,
+            skipped,
+        })
+    }
+
+    async fn check_restore_target(&self, db: &DbConfig, manifest: &Manifest) -> Result<(), Error> {
+        let target = match self.server(db, Some(&db.name)).await {
+            Ok(t) => Some(t),
+            Err(e) if is_unknown_database(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let version = match &target {
+            Some(t) => t.version.clone(),
+            None => self.server(db, None).await?.version,
+        };
+        self.cross_flavor(&manifest.server_version, &version)?;
+        self.check_packet_size(db, manifest).await?;
+        {
+            let mut later = self.later.lock().expect("grants lock");
+            if !later.targets.contains(&db.name) {
+                later.targets.push(db.name.clone());
+            }
+        }
+        match target {
+            Some(t) if t.objects > 0 && !self.options.clean => {
+                Err(non_empty_target(&db.name, t.objects))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn restore_globals(
+        &self,
+        db: &DbConfig,
+        server: &ServerInfo,
+        manifest: &Manifest,
+        script: Vec<u8>,
+    ) -> Result<GlobalsRestored, Error> {
+        if let Some(message) =
+            self.cross_flavor(&manifest.server_version, &server.server_version)?
+        {
+            tracing::warn!(
+                phase = "restore",
+                "{message}; trying anyway (RESTORE_ALLOW_CROSS_FLAVOR=true)"
+            );
+        }
+        let text = String::from_utf8(script).map_err(|_| {
+            Error::Integrity("the backup's accounts script is not UTF-8 text".into())
+        })?;
+        let statements = accounts::parse_script(&text).map_err(|m| {
+            Error::Integrity(format!("the backup's accounts script cannot be read: {m}"))
+        })?;
+        drop(text);
+        let existing: Vec<(String, String)> = match self
+            .query(db, None, "SELECT user, host FROM mysql.user;\n")
+            .await
+        {
+            Ok(out) => rows(&out)
+                .filter(|r| r.len() == 2)
+                .map(|r| (r[0].clone(), r[1].clone()))
+                .collect(),
+            Err(e) if is_denied(&e) => {
+                return Err(Error::DbRefused(format!(
+                    "DB_USERNAME cannot read the target's accounts in mysql.user ({}), so the backup's accounts and grants cannot be restored: restore as an account that can (SELECT on the mysql schema, CREATE USER, and WITH GRANT OPTION the privileges it grants), or set RESTORE_GLOBALS=false to restore the databases only; nothing was written",
+                    error_line(&e)
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let me = self.query(db, None, "SELECT CURRENT_USER();\n").await?;
+        let me = me.trim();
+        let (user, host) = me.rsplit_once('@').unwrap_or((me, "%"));
+        let me = accounts::Account::user(user, host);
+        let mut plan = accounts::replay(statements, &existing, &me);
+        let mut restored = GlobalsRestored {
+            created: plan.created.iter().map(|a| a.sql()).collect(),
+            kept: plan.kept.iter().map(|a| a.sql()).collect(),
+            warnings: Vec::new(),
+        };
+        // Grants on the tables and routines of the set's databases wait for their restore.
+        let members: Vec<&str> = manifest
+            .set
+            .iter()
+            .flat_map(|s| s.members.iter().map(|m| m.database.as_str()))
+            .collect();
+        let mut waiting = 0;
+        let mut not_restored: Vec<String> = Vec::new();
+        {
+            let mut later = self.later.lock().expect("grants lock");
+            let mut now = Vec::with_capacity(plan.statements.len());
+            for s in std::mem::take(&mut plan.statements) {
+                match accounts::object_database(&s.sql) {
+                    Some(d) if members.contains(&d.as_str()) => {
+                        if later.targets.contains(&d) {
+                            waiting += 1;
+                            later.grants.entry(d).or_default().push(s);
+                        } else {
+                            let what = format!("{} on {}", s.account.sql(), ident(&d));
+                            if !not_restored.contains(&what) {
+                                not_restored.push(what);
+                            }
+                        }
+                    }
+                    _ => now.push(s),
+                }
+            }
+            plan.statements = now;
+        }
+        if !not_restored.is_empty() {
+            restored.warnings.push(format!(
+                "grants on tables and routines of databases of the set that are not restored were not applied: {}",
+                not_restored.join(", ")
+            ));
+        }
+        if waiting > 0 {
+            tracing::info!(
+                phase = "restore",
+                grants = waiting,
+                "grants on tables and routines are applied at the end of their database's restore, once these exist"
+            );
+        }
+        if let Some(me) = &plan.myself {
+            restored.kept.push(me.sql());
+            restored.warnings.push(format!(
+                "{}: the restoring account (DB_USERNAME) is in the backup; it was left as it is and the backup's grants for it were not applied",
+                me.sql()
+            ));
+        }
+        tracing::info!(
+            phase = "restore",
+            create = restored.created.len(),
+            keep = restored.kept.len(),
+            statements = plan.statements.len(),
+            "restoring accounts and grants: accounts the target already has are kept as they are and gain the backup's grants"
+        );
+        if plan.statements.is_empty() {
+            return Ok(restored);
+        }
+        let (sql, lines) = accounts::replay_sql(self.flavor, &plan.statements);
+        let client = commands::client(self.flavor, db, None)?;
+        if let Err(failure) = client.output(sql.as_bytes()).await {
+            let (message, failed) =
+                accounts::replay_failure(&failure.stderr, &plan.statements, &lines);
+            return Err(match failed {
+                Some(i) => {
+                    let created: Vec<String> = plan.statements[..i]
+                        .iter()
+                        .filter(|s| {
+                            matches!(
+                                s.section,
+                                accounts::Section::CreateUser | accounts::Section::CreateRole
+                            )
+                        })
+                        .map(|s| s.account.sql())
+                        .collect();
+                    let hint = if message.contains("denied") {
+                        " (DB_USERNAME needs CREATE USER, and the privileges it grants WITH GRANT OPTION and the roles WITH ADMIN OPTION)"
+                    } else {
+                        ""
+                    };
+                    Error::Tool {
+                        tool: failure.tool,
+                        status: failure.status,
+                        detail: format!(
+                            "restoring the accounts and grants stopped at {} (statement {} of {}): {message}{hint}; {}",
+                            accounts::describe(&plan.statements[i]),
+                            i + 1,
+                            plan.statements.len(),
+                            if created.is_empty() {
+                                "no account was created".to_string()
+                            } else {
+                                format!("created before it: {}", created.join(", "))
+                            }
+                        ),
+                    }
+                }
+                None => classify(ToolFailure {
+                    stderr: message,
+                    ..failure
+                }),
+            });
+        }
+        Ok(restored)
     }
 
     fn failure_hint(&self, operation: Operation, stderr: &str) -> Option<&'static str> {
@@ -622,6 +1147,51 @@ mod tests {
             Some("utf8mb4_unicode_520_ci")
         );
         assert_eq!(sql_name("x; DROP DATABASE y"), None);
+    }
+
+    #[test]
+    fn query_failures_are_told_by_their_error_line() {
+        let denied = classify(ToolFailure {
+            tool: "mariadb".into(),
+            status: "exit code 1".into(),
+            stderr: "--------------\nSHOW GRANTS FOR 'a'@'%'\n--------------\n\nERROR 1044 (42000) at line 4: Access denied for user 'app'@'%' to database 'mysql'".into(),
+        });
+        assert!(is_denied(&denied));
+        assert_eq!(
+            error_line(&denied),
+            "ERROR 1044 (42000): Access denied for user 'app'@'%' to database 'mysql'"
+        );
+        let select = Error::Tool {
+            tool: "mysql".into(),
+            status: "exit code 1".into(),
+            detail: "ERROR 1142 (42000) at line 1: SELECT command denied to user 'app'@'10.0.0.2' for table 'user'".into(),
+        };
+        assert!(is_denied(&select));
+        assert!(!is_denied(&Error::DbUnavailable("denied".into())));
+        assert_eq!(
+            error_line(&select),
+            "ERROR 1142 (42000): SELECT command denied to user 'app'@'10.0.0.2' for table 'user'"
+        );
+    }
+
+    #[test]
+    fn grants_after_a_database_follow_its_stream() {
+        let statements =
+            accounts::parse_script("-- grants 'a'@'%'\nGRANT SELECT ON `shop`.`t` TO `a`@`%`;\n")
+                .unwrap();
+        let mut f = ThenStatements {
+            inner: None,
+            tail: grants_after(&statements),
+        };
+        let mut out = Vec::new();
+        f.filter(b"INSERT INTO t VALUES (1);\n-- Dump completed", &mut out);
+        f.finish(&mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with("INSERT INTO t VALUES (1);\n-- Dump completed\n-- backup-runner:"),
+            "{out}"
+        );
+        assert!(out.ends_with("SET SESSION sql_mode = '';\n-- grants 'a'@'%'\nGRANT SELECT ON `shop`.`t` TO `a`@`%`;\n"), "{out}");
     }
 
     #[test]

@@ -392,8 +392,8 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             let (bytes, raw_bytes) = set_totals(&m);
             let what = match &m.set {
                 Some(set) => format!(
-                    "whole-server backup ({} databases and the server's globals)",
-                    set.members.len(),
+                    "whole-server backup ({} and the server's globals)",
+                    pipeline::count(set.members.len(), "database"),
                 ),
                 None => "backup".to_string(),
             };
@@ -416,12 +416,12 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             );
             notifier
                 .metadata(json!({
-                    "bytes": m.bytes,
+                    "bytes": bytes,
                     "object_key": m.object_key,
                     "manifest_key": manifest_key(&m.object_key),
                     "location": location,
                     "sha256": m.sha256,
-                    "raw_bytes": m.raw_bytes,
+                    "raw_bytes": raw_bytes,
                     "compression": m.compression.algorithm,
                     "parts": m.parts,
                     "duration_ms": elapsed.as_millis() as u64,
@@ -442,9 +442,9 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             let m = &r.manifest;
             let (bytes, raw_bytes) = set_totals(m);
             let mut message = format!(
-                "{} whole-server restore completed: {} databases ({}) from {} in {:.1}s",
+                "{} whole-server restore completed: {} ({}) from {} in {:.1}s",
                 info.display_name,
-                r.databases.len(),
+                pipeline::count(r.databases.len(), "database"),
                 r.databases.join(", "),
                 storage.describe(&m.object_key),
                 elapsed.as_secs_f64()
@@ -588,8 +588,8 @@ fn verified_message(
     }
     if let Some(set) = &m.set {
         restored.push_str(&format!(
-            ", and so do the {} databases of the set ({})",
-            set.members.len(),
+            ", and so do the {} of the set ({})",
+            pipeline::count(set.members.len(), "database"),
             set.members
                 .iter()
                 .map(|x| x.database.as_str())

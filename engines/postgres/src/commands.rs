@@ -83,6 +83,52 @@ pub fn pg_restore(db: &DbConfig, options: &Options) -> Result<ToolCommand, Error
     Ok(cmd)
 }
 
+/// `pg_dumpall --globals-only`: roles, their settings and memberships, tablespaces, read
+/// through `database` (the maintenance database). Without `role_passwords` the roles are read
+/// from `pg_roles`, which any role may read, instead of `pg_authid`.
+pub fn pg_dumpall_globals(
+    db: &DbConfig,
+    database: &str,
+    role_passwords: bool,
+) -> Result<ToolCommand, Error> {
+    let mut cmd = connected("pg_dumpall", db, database)?;
+    cmd.args(["--globals-only", "--no-password"]);
+    if !role_passwords {
+        cmd.arg("--no-role-passwords");
+    }
+    // pg_dumpall ignores PGDATABASE and takes its first database with -l, which it expands as a
+    // connection string: given as one, the name is taken literally.
+    cmd.arg(format!("--database={}", conninfo_dbname(database)));
+    Ok(cmd)
+}
+
+/// pg_restore of one database of a whole-server set: connected to `maintenance`, it drops the
+/// database if it exists (the caller checked it may), creates it as the backup describes it
+/// (owner, encoding, locale, settings, grants, comment) and restores into it. Not in one
+/// transaction: `CREATE DATABASE` cannot run inside one.
+pub fn pg_restore_create(
+    db: &DbConfig,
+    options: &Options,
+    maintenance: &str,
+) -> Result<ToolCommand, Error> {
+    let mut cmd = connected("pg_restore", db, maintenance)?;
+    cmd.args([
+        "--no-password",
+        "--exit-on-error",
+        "--create",
+        "--clean",
+        "--if-exists",
+    ]);
+    if options.no_owner {
+        cmd.arg("--no-owner");
+    }
+    if options.no_privileges {
+        cmd.arg("--no-privileges");
+    }
+    cmd.arg(format!("--dbname={}", conninfo_dbname(maintenance)));
+    Ok(cmd)
+}
+
 /// psql for short queries fed on stdin; `vars` become psql variables (`:'name'`, `:"name"`).
 pub fn psql(db: &DbConfig, database: &str, vars: &[(&str, &str)]) -> Result<ToolCommand, Error> {
     let mut cmd = connected("psql", db, database)?;
@@ -201,6 +247,53 @@ mod tests {
             assert!(args.contains(&a.to_string()), "{a} missing: {args:?}");
         }
         assert!(!args.contains(&"--single-transaction".to_string()));
+    }
+
+    fn args_of(cmd: &ToolCommand) -> Vec<String> {
+        cmd.get_args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn pg_dumpall_reads_the_globals_through_the_maintenance_database() {
+        let cmd = pg_dumpall_globals(&db(), "main'db", true).unwrap();
+        assert_eq!(cmd.program(), "pg_dumpall");
+        assert_eq!(
+            args_of(&cmd),
+            [
+                "--globals-only",
+                "--no-password",
+                "--database=dbname='main\\'db'"
+            ]
+        );
+        assert_eq!(env_of(&cmd, "PGDATABASE").as_deref(), Some("main'db"));
+        assert_no_secret_in_argv(&cmd);
+        let cmd = pg_dumpall_globals(&db(), "postgres", false).unwrap();
+        assert!(args_of(&cmd).contains(&"--no-role-passwords".to_string()));
+    }
+
+    #[test]
+    fn pg_restore_of_a_set_member_creates_its_database() {
+        let cmd = pg_restore_create(&db(), &Options::default(), "postgres").unwrap();
+        let args = args_of(&cmd);
+        for a in ["--create", "--clean", "--if-exists", "--exit-on-error"] {
+            assert!(args.contains(&a.to_string()), "{a} missing: {args:?}");
+        }
+        assert!(!args.contains(&"--single-transaction".to_string()));
+        assert!(!args.contains(&"--no-owner".to_string()));
+        assert_eq!(args.last().unwrap(), "--dbname=dbname='postgres'");
+        assert_eq!(env_of(&cmd, "PGDATABASE").as_deref(), Some("postgres"));
+        assert_no_secret_in_argv(&cmd);
+        let opts = Options {
+            no_owner: true,
+            no_privileges: true,
+            ..Options::default()
+        };
+        let args = args_of(&pg_restore_create(&db(), &opts, "postgres").unwrap());
+        assert!(args.contains(&"--no-owner".to_string()));
+        assert!(args.contains(&"--no-privileges".to_string()));
     }
 
     #[test]

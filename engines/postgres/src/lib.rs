@@ -1,10 +1,14 @@
 //! The PostgreSQL engine: pg_dump in custom format (uncompressed; the runner compresses), and
-//! pg_restore into the target database, created when missing.
+//! pg_restore into the target database, created when missing. A whole server (`DB_NAME=*`) is
+//! its globals from `pg_dumpall --globals-only` plus one such backup per database (`set.rs`).
 
 mod commands;
+mod globals;
+mod set;
 mod version;
 
 use runner_core::config::Operation;
+use runner_core::engine::{DatabaseList, Globals, GlobalsRestored};
 use runner_core::env::Problem;
 use runner_core::tool::ToolFailure;
 use runner_core::{
@@ -40,7 +44,8 @@ pub struct Options {
     pub clean: bool,
     /// `RESTORE_SINGLE_TRANSACTION` (default true): all or nothing.
     pub single_transaction: bool,
-    /// `PG_MAINTENANCE_DB` (default `postgres`): where to connect to create a missing target.
+    /// `PG_MAINTENANCE_DB` (default `postgres`): where to connect to create a missing target,
+    /// and for a whole-server backup's server-wide work.
     pub maintenance_db: String,
 }
 
@@ -130,7 +135,61 @@ fn is_missing_database(err: &Error, name: &str) -> bool {
     matches!(err, Error::DbRefused(m) if m.contains(&format!("database \"{name}\" does not exist")))
 }
 
+/// Refuses a backup written by a newer pg_dump than this image's pg_restore (`client`).
+fn check_reader(manifest: &Manifest, client: &str) -> Result<(), Error> {
+    let written_by = major_of(&manifest.client_version).unwrap_or(0);
+    let ours = major_of(client).unwrap_or(0);
+    if written_by > ours {
+        return Err(Error::Incompatible(format!(
+            "the backup was written by pg_dump {} but this image's pg_restore is {client}, which cannot read it: restore with the image {}",
+            manifest.client_version,
+            INFO.image_for(&written_by.to_string())
+        )));
+    }
+    Ok(())
+}
+
 impl Postgres {
+    /// A database of a whole-server set: checked again (nothing is written), and what the
+    /// restore will do said. pg_restore --create makes the database, so nothing is created here.
+    async fn prepare_member(&self, db: &DbConfig) -> Result<(), Error> {
+        let target = self.member_target(db).await?;
+        let described = match (self.options.no_owner, self.options.no_privileges) {
+            (false, false) => "owner, encoding, locale, settings, grants",
+            (false, true) => "owner, encoding, locale, settings; no grants (RESTORE_NO_PRIVILEGES)",
+            (true, false) => {
+                "encoding, locale, settings, grants; owned by DB_USERNAME (RESTORE_NO_OWNER)"
+            }
+            (true, true) => {
+                "encoding, locale, settings; owned by DB_USERNAME, no grants (RESTORE_NO_OWNER)"
+            }
+        };
+        match target {
+            set::MemberTarget::Maintenance { .. } => tracing::warn!(
+                phase = "restore",
+                "database {:?} is PG_MAINTENANCE_DB, which the runner is connected to and cannot drop: the backup's objects are restored into it, but its owner, settings and grants stay the target's",
+                db.name
+            ),
+            set::MemberTarget::Missing => tracing::info!(
+                phase = "restore",
+                "creating database {:?} as the backup describes it ({described})",
+                db.name
+            ),
+            set::MemberTarget::Replaced { objects: 0 } => tracing::info!(
+                phase = "restore",
+                "database {:?} exists on the target and holds no objects: it is dropped and created again as the backup describes it ({described})",
+                db.name
+            ),
+            set::MemberTarget::Replaced { objects } => tracing::warn!(
+                phase = "restore",
+                "RESTORE_CLEAN=true: database {:?} holds {}; it is dropped and created again from the backup ({described})",
+                db.name,
+                set::objects_text(objects)
+            ),
+        }
+        Ok(())
+    }
+
     async fn query_server(&self, db: &DbConfig, database: &str) -> Result<Server, Error> {
         let out = commands::psql(db, database, &[])?
             .output(SERVER_QUERY.as_bytes())
@@ -226,15 +285,9 @@ impl Engine for Postgres {
         server: &ServerInfo,
         manifest: &Manifest,
     ) -> Result<(), Error> {
-        let written_by = major_of(&manifest.client_version).unwrap_or(0);
-        let ours = major_of(&server.client_version).unwrap_or(0);
-        if written_by > ours {
-            return Err(Error::Incompatible(format!(
-                "the backup was written by pg_dump {} but this image's pg_restore is {}, which cannot read it: restore with the image {}",
-                manifest.client_version,
-                server.client_version,
-                INFO.image_for(&written_by.to_string())
-            )));
+        check_reader(manifest, &server.client_version)?;
+        if manifest.is_set_member() {
+            return self.prepare_member(db).await;
         }
         match self.query_server(db, &db.name).await {
             Ok(target) if target.objects > 0 && !self.options.clean => {
@@ -264,13 +317,48 @@ impl Engine for Postgres {
     fn restore_command(
         &self,
         db: &DbConfig,
-        _manifest: &Manifest,
+        manifest: &Manifest,
     ) -> Result<runner_core::ToolCommand, Error> {
-        commands::pg_restore(db, &self.options)
+        if manifest.is_set_member() && !self.is_maintenance(db) {
+            commands::pg_restore_create(db, &self.options, &self.options.maintenance_db)
+        } else {
+            commands::pg_restore(db, &self.options)
+        }
     }
 
     fn restore_is_atomic(&self) -> bool {
         self.options.single_transaction
+    }
+
+    fn server_connection(&self, db: &DbConfig) -> DbConfig {
+        DbConfig {
+            name: self.options.maintenance_db.clone(),
+            ..db.clone()
+        }
+    }
+
+    async fn list_databases(&self, db: &DbConfig) -> Result<DatabaseList, Error> {
+        self.list_databases_of(db).await
+    }
+
+    async fn dump_globals(&self, db: &DbConfig, _server: &ServerInfo) -> Result<Globals, Error> {
+        self.dump_globals_of(db).await
+    }
+
+    async fn check_restore_target(&self, db: &DbConfig, manifest: &Manifest) -> Result<(), Error> {
+        let client = self.client_version("pg_restore").await?;
+        check_reader(manifest, &client)?;
+        self.member_target(db).await.map(|_| ())
+    }
+
+    async fn restore_globals(
+        &self,
+        db: &DbConfig,
+        server: &ServerInfo,
+        manifest: &Manifest,
+        script: Vec<u8>,
+    ) -> Result<GlobalsRestored, Error> {
+        self.restore_globals_of(db, server, manifest, script).await
     }
 
     fn failure_hint(&self, operation: Operation, stderr: &str) -> Option<&'static str> {

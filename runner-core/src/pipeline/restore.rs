@@ -95,7 +95,9 @@ pub(super) async fn restore_object<E: Engine>(
     load(engine, &location, reading, manifest, command, filter)
         .await
         .map_err(|e| {
-            if engine.restore_is_atomic() {
+            // A set's database is recreated by its restore (PostgreSQL: --create, outside one
+            // transaction), so a failure leaves it partial whatever the engine's default.
+            if engine.restore_is_atomic() && !manifest.is_set_member() {
                 e
             } else {
                 e.with_note(&format!(

@@ -119,8 +119,8 @@ pub async fn backup_set<E: Engine>(
         phase = "dump",
         databases = databases.len(),
         parallelism = scope.parallelism,
-        "backing up {} databases of the server ({}), {} at a time, and its globals (roles or accounts and their grants)",
-        databases.len(),
+        "backing up {} of the server ({}), {} at a time, and its globals (roles or accounts and their grants)",
+        super::count(databases.len(), "database"),
         databases.join(", "),
         scope.parallelism,
     );
@@ -316,8 +316,8 @@ pub fn refuse_set_as_database(manifest: &Manifest, location: &str) -> Result<(),
         Some(set) => Err(config_error(
             "DB_NAME",
             format!(
-                "{location} is a whole-server backup of {} databases ({}): set DB_NAME=* to restore it, with RESTORE_DATABASES to choose some",
-                set.members.len(),
+                "{location} is a whole-server backup of {} ({}): set DB_NAME=* to restore it, with RESTORE_DATABASES to choose some",
+                super::count(set.members.len(), "database"),
                 set.members
                     .iter()
                     .map(|m| m.database.as_str())
@@ -389,9 +389,9 @@ pub async fn restore_set<E: Engine>(
         object = %storage.describe(key),
         taken_at = %manifest.started_at,
         server_version = %manifest.server_version,
-        "restoring a whole-server backup: {} of its {} databases ({}){}",
+        "restoring a whole-server backup: {} of its {} ({}){}",
         selected.len(),
-        set.members.len(),
+        super::count(set.members.len(), "database"),
         selected
             .iter()
             .map(|m| m.database.as_str())

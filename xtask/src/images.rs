@@ -102,15 +102,26 @@ fn build_cell(cell: &Cell) -> Result<()> {
     let dockerfile = root().join("images/Dockerfile");
     docker::build(&cell.image(), &dockerfile, &context, &args, &[])?;
 
-    // The image must run its binary and know its version.
-    let out = docker::docker()
-        .args(["run", "--rm", &cell.image(), "--version"])
-        .output()?;
-    let version = String::from_utf8_lossy(&out.stdout);
+    // The image must run its binary and know its version. Docker 20.10 now and then loses the
+    // output of a container that exits at once (seen on a loaded machine): an empty answer is
+    // asked again, a wrong one is not.
+    let mut attempts = 0;
+    let (out, version) = loop {
+        attempts += 1;
+        let out = docker::docker()
+            .args(["run", "--rm", &cell.image(), "--version"])
+            .output()?;
+        let version = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !version.trim().is_empty() || attempts == 3 {
+            break (out, version);
+        }
+    };
     ensure!(
         out.status.success() && version.contains(&format!(" {})", cell.version)),
-        "{} --version printed {version:?}",
-        cell.image()
+        "{} --version printed {version:?} ({}; stderr: {})",
+        cell.image(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
     );
     // sid moves: keep the package versions each image was built with.
     let packages = docker::docker()

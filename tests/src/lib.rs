@@ -19,6 +19,7 @@ pub mod redis_sample;
 mod s3;
 mod s3s;
 pub mod scenario;
+pub mod server_set;
 mod util;
 
 pub use callback::{CallbackReceiver, Recorded};

@@ -46,6 +46,11 @@ commands:
   bench encryption [--sizes 1024] [--runs 5]
           the runner's backup, verify and restore without and with age encryption, in
           alternating runs on the same data; writes benchmarks/encryption.md and .json
+  bench server [--databases 50] [--parallelism 4] [--runs 3]
+          a whole-server backup (DB_NAME=*) of that many small databases through the
+          postgres-18 image into moto, SERVER_PARALLELISM=1 against the given parallelism in
+          alternating rounds: wall time and the runner's peak RSS; writes
+          benchmarks/server.md and .json
   manifests [cell…]
           write the deployment manifests under deploy/ (Kubernetes kustomize bases and
           components, Cloud Run jobs, Prometheus alerts) for all buildable cells or the named ones";

@@ -22,12 +22,17 @@
 //!
 //! `cargo xtask bench encryption [--sizes 1024] [--runs 5]`: the runner with and without age
 //! encryption, in alternating runs; see `encryption`.
+//!
+//! `cargo xtask bench server [--databases 50] [--parallelism 4] [--runs 3]`: a whole-server
+//! backup of many small databases through the PostgreSQL 18 image, one database at a time
+//! against several at once; see `server`.
 
 mod catalog;
 mod encryption;
 mod measure;
 mod mysql;
 mod report;
+mod server;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -110,6 +115,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("mysql") => return mysql::run(&args[1..]),
         Some("list") => return catalog::run(&args[1..]),
         Some("encryption") => return encryption::run(&args[1..]),
+        Some("server") => return server::run(&args[1..]),
         _ => {}
     }
     let mut sizes = DEFAULT_SIZES.to_vec();
@@ -118,7 +124,9 @@ pub fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "postgres" => {}
             "--sizes" => sizes = parse_sizes(iter.next())?,
-            other => bail!("bench: unknown argument {other:?} (postgres, mysql, list, encryption)"),
+            other => bail!(
+                "bench: unknown argument {other:?} (postgres, mysql, list, encryption, server)"
+            ),
         }
     }
     prepare("postgres", "backup-runner-postgres")?;

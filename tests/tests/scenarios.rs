@@ -1648,7 +1648,11 @@ async fn catalog_lists_restores_latest_prunes_and_checks<E: EngineUnderTest>(
     let proxy = TcpProxy::start("0.0.0.0", upstream).await?;
     // Multi-object deletes (`POST /<bucket>?delete`) are refused too, so the runner falls back
     // to one DELETE per key, which the store then refuses for objects.
-    proxy.fail_requests("POST", |path| path.trim_matches('/').split('/').count() == 1, 501);
+    proxy.fail_requests(
+        "POST",
+        |path| path.trim_matches('/').split('/').count() == 1,
+        501,
+    );
     proxy.fail_requests("DELETE", |path| !path.ends_with(".manifest.json"), 500);
     let (out, cb) = prune(
         t,

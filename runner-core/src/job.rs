@@ -318,16 +318,7 @@ async fn execute<E: Engine>(engine: E, cfg: Config) -> ExitCode {
             }
             server.warnings.extend(server.losses.iter().cloned());
         }
-        for w in &server.warnings {
-            tracing::warn!(phase = "preflight", "{w}");
-        }
-        tracing::info!(
-            phase = "preflight",
-            server_version = %server.server_version,
-            client_version = %server.client_version,
-            size_bytes = server.size_bytes,
-            "server and client tools are compatible"
-        );
+        pipeline::log_preflight(&server);
         let _ticker = progress.report_every(cfg.progress_interval, op.as_str());
         Ok(match op {
             Operation::Backup => {

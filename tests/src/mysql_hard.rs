@@ -860,16 +860,18 @@ pub fn diff(expected: &Fingerprint, actual: &Fingerprint) -> Vec<Difference> {
     out
 }
 
+/// A text cut to 300 characters for a report.
+pub fn short(t: &str) -> String {
+    let s: String = t.chars().take(300).collect();
+    if s.len() < t.len() {
+        format!("{s}…")
+    } else {
+        s
+    }
+}
+
 /// Two texts, or for multi-line ones (definitions) the first line that differs.
-fn text_difference(expected: &str, actual: &str) -> String {
-    let short = |t: &str| {
-        let s: String = t.chars().take(300).collect();
-        if s.len() < t.len() {
-            format!("{s}…")
-        } else {
-            s
-        }
-    };
+pub fn text_difference(expected: &str, actual: &str) -> String {
     let (a, b): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
     if a.len() <= 1 && b.len() <= 1 {
         return format!(

@@ -29,7 +29,7 @@ use std::fmt;
 use anyhow::{bail, Context, Result};
 
 use crate::containers::{DbContainer, MysqlContainer};
-use crate::mysql_hard::{self, Flavor, Part};
+use crate::mysql_hard::{self, short, text_difference, Flavor, Part};
 use crate::pg_sample;
 
 // ------------------------------------------------------------------------------------------
@@ -137,39 +137,6 @@ impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}] {}: {}", self.class, self.object, self.detail)
     }
-}
-
-fn short(t: &str) -> String {
-    let s: String = t.chars().take(300).collect();
-    if s.len() < t.len() {
-        format!("{s}…")
-    } else {
-        s
-    }
-}
-
-/// Two texts, or for multi-line ones (definitions) the first line that differs.
-fn text_difference(expected: &str, actual: &str) -> String {
-    let (a, b): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
-    if a.len() <= 1 && b.len() <= 1 {
-        return format!(
-            "expected {}\n      actual   {}",
-            short(expected),
-            short(actual)
-        );
-    }
-    let at = a
-        .iter()
-        .zip(&b)
-        .position(|(x, y)| x != y)
-        .unwrap_or(a.len().min(b.len()));
-    format!(
-        "line {} of {}: expected {}\n      actual   {}",
-        at + 1,
-        a.len(),
-        short(a.get(at).copied().unwrap_or("(none)")),
-        short(b.get(at).copied().unwrap_or("(none)"))
-    )
 }
 
 /// Every difference between `expected` and `actual`, by class and object.

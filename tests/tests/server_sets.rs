@@ -79,6 +79,15 @@ fn files_under(root: &Path) -> Vec<String> {
     found
 }
 
+/// A JSON array of strings from a callback's metadata (shown whole when it is not one).
+fn strings(v: &Value, meta: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("metadata: {meta:#}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -501,13 +510,7 @@ async fn postgres_set_restores_roles_grants_and_databases_exactly() {
     );
     let calls = cb.wait_for(3, Duration::from_secs(10)).await.unwrap();
     let meta = &calls[1].body["metadata"];
-    let names = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .unwrap_or_else(|| panic!("metadata: {meta:#}"))
-            .iter()
-            .map(|x| x.as_str().unwrap().to_string())
-            .collect()
-    };
+    let names = |v: &Value| strings(v, meta);
     assert_eq!(names(&meta["databases"]), ["inventory"], "{meta:#}");
     let (created, kept) = (names(&meta["created"]), names(&meta["kept"]));
     assert!(kept.iter().any(|r| r.contains("inv_owner")), "{meta:#}");
@@ -980,13 +983,7 @@ async fn mysql_family_set(test: &str, product: &str) {
     again.assert_ok("a second restore of one database of the set");
     let calls = cb.wait_for(3, Duration::from_secs(10)).await.unwrap();
     let meta = &calls[1].body["metadata"];
-    let names = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .unwrap_or_else(|| panic!("metadata: {meta:#}"))
-            .iter()
-            .map(|x| x.as_str().unwrap().to_string())
-            .collect()
-    };
+    let names = |v: &Value| strings(v, meta);
     assert_eq!(names(&meta["databases"]), ["shop"], "{meta:#}");
     assert_eq!(names(&meta["created"]), Vec::<String>::new(), "{meta:#}");
     assert_eq!(names(&meta["kept"]).len(), 5, "{meta:#}");

@@ -145,6 +145,20 @@ impl Drop for ProgressTicker {
     }
 }
 
+/// Logs what the preflight learned: its warnings, then the versions that fit together.
+pub fn log_preflight(server: &crate::engine::ServerInfo) {
+    for w in &server.warnings {
+        tracing::warn!(phase = "preflight", "{w}");
+    }
+    tracing::info!(
+        phase = "preflight",
+        server_version = %server.server_version,
+        client_version = %server.client_version,
+        size_bytes = server.size_bytes,
+        "server and client tools are compatible"
+    );
+}
+
 /// `1 database`, `3 databases`.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {

@@ -40,15 +40,7 @@ async fn server_preflight<E: Engine>(
     let conn = engine.server_connection(&cfg.db);
     let server = engine.preflight(&conn, operation).await?;
     crate::checks::check_built_for::<E>(&server)?;
-    for w in &server.warnings {
-        tracing::warn!(phase = "preflight", "{w}");
-    }
-    tracing::info!(
-        phase = "preflight",
-        server_version = %server.server_version,
-        client_version = %server.client_version,
-        "server and client tools are compatible"
-    );
+    super::log_preflight(&server);
     Ok((conn, server))
 }
 

@@ -44,14 +44,15 @@ pub async fn restore<E: Engine>(
         server,
         progress,
         verify_first,
-        &manifest,
+        (key, &manifest),
     )
     .await?;
     Ok(RestoreOutcome { manifest })
 }
 
-/// Restores the backup `manifest` describes (its object at `manifest.object_key`) into
-/// `cfg.db`; the manifest was read and checked by the caller.
+/// Restores the object at `key` into `cfg.db`, checked against `manifest`, which the caller
+/// read and checked. `key` is where the backup was asked for (`BACKUP_PATH`), never the key the
+/// manifest records: a manifest copied next to another object must not restore the original.
 pub(super) async fn restore_object<E: Engine>(
     engine: &E,
     cfg: &Config,
@@ -59,9 +60,8 @@ pub(super) async fn restore_object<E: Engine>(
     server: &ServerInfo,
     progress: &Progress,
     verify_first: bool,
-    manifest: &Manifest,
+    (key, manifest): (&str, &Manifest),
 ) -> Result<(), Error> {
-    let key = manifest.object_key.as_str();
     tracing::info!(
         phase = "restore",
         object = %storage.describe(key),

@@ -415,7 +415,7 @@ pub async fn restore_set<E: Engine>(
         }
     }
     let globals = if scope.restore_globals {
-        let script = read_verified(storage, &manifest, &cfg.keys, GLOBALS_LIMIT).await?;
+        let script = read_verified(storage, key, &manifest, &cfg.keys, GLOBALS_LIMIT).await?;
         let restored = engine
             .restore_globals(&conn, &server, &manifest, script)
             .await?;
@@ -446,19 +446,29 @@ pub async fn restore_set<E: Engine>(
             db: member_db(&conn, &m.database),
             ..cfg.clone()
         };
-        restore_object(engine, &member_cfg, storage, &server, progress, false, m)
-            .await
-            .map_err(|e| {
-                e.with_note(&format!(
-                    "this was database {:?} of the set; restored before it: {}",
-                    m.database,
-                    if done.is_empty() {
-                        "none".to_string()
-                    } else {
-                        done.join(", ")
-                    }
-                ))
-            })?;
+        // A database's key is the one the set's manifest records (it has no manifest of its
+        // own); its sha256 is checked as it streams.
+        restore_object(
+            engine,
+            &member_cfg,
+            storage,
+            &server,
+            progress,
+            false,
+            (&m.object_key, m),
+        )
+        .await
+        .map_err(|e| {
+            e.with_note(&format!(
+                "this was database {:?} of the set; restored before it: {}",
+                m.database,
+                if done.is_empty() {
+                    "none".to_string()
+                } else {
+                    done.join(", ")
+                }
+            ))
+        })?;
         tracing::info!(phase = "restore", "database {:?} restored", m.database);
         done.push(m.database.clone());
     }

@@ -120,12 +120,12 @@ pub enum Checked {
 /// it against its manifest before returning it: nothing unverified is ever replayed.
 pub async fn read_verified(
     storage: &Storage,
+    key: &str,
     manifest: &Manifest,
     keys: &Keys,
     limit: u64,
 ) -> Result<Vec<u8>, Error> {
     use tokio::io::AsyncReadExt;
-    let key = manifest.object_key.as_str();
     let location = storage.describe(key);
     if manifest.raw_bytes > limit {
         return Err(Error::Integrity(format!(

@@ -93,22 +93,13 @@ fn read_identity_file(env: &mut EnvReader<'_>) -> Option<Secret> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::load;
+    use super::super::testutil::{load, problem_vars};
     use crate::crypto::tests::keypair;
 
     fn backup<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         let mut v = vec![("DB_HOST", "db"), ("DB_NAME", "app")];
         v.extend_from_slice(extra);
         v
-    }
-
-    fn problem_vars(vars: &[(&str, &str)]) -> Vec<String> {
-        load(vars)
-            .unwrap_err()
-            .problems
-            .into_iter()
-            .map(|p| p.var)
-            .collect()
     }
 
     #[test]

@@ -520,6 +520,16 @@ pub(super) mod testutil {
     pub fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         load_on(vars, HostInfo::default())
     }
+
+    /// The variables named by the problems `vars` has.
+    pub fn problem_vars(vars: &[(&str, &str)]) -> Vec<String> {
+        load(vars)
+            .unwrap_err()
+            .problems
+            .into_iter()
+            .map(|p| p.var)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -640,15 +650,6 @@ mod tests {
         let err = load(&[("DATABASE_URL", "postgres://u@h/d"), ("DB_HOST", "other")]).unwrap_err();
         assert_eq!(err.problems.len(), 1);
         assert_eq!(err.problems[0].var, "DB_HOST");
-    }
-
-    fn problem_vars(vars: &[(&str, &str)]) -> Vec<String> {
-        load(vars)
-            .unwrap_err()
-            .problems
-            .into_iter()
-            .map(|p| p.var)
-            .collect()
     }
 
     #[test]

@@ -26,7 +26,7 @@ use chrono::Utc;
 use harness::{PgServer, S3Server};
 use serde_json::{json, Value};
 
-use super::measure::{Bench, Run, BUCKET};
+use super::measure::{median, Bench, Run, BUCKET};
 use crate::root;
 
 const DEFAULT_SIZES: &[u64] = &[1024];
@@ -366,18 +366,6 @@ fn check_object(bench: &Bench, key: &str, enc: bool, recipient: &str) -> Result<
         );
     }
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn rss_mib(s: &Sample) -> f64 {

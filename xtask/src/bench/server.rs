@@ -23,6 +23,8 @@ use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, Utc};
 use harness::containers::{unique, DbContainer, Job, S3Container};
 use harness::matrix::Matrix;
+
+use super::measure::median;
 use serde_json::{json, Value};
 
 use crate::{docker, root};
@@ -328,18 +330,6 @@ fn most_at_once<T: Ord + Copy>(spans: &[(T, T)]) -> usize {
     most as usize
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn of(samples: &[Sample], parallelism: usize) -> Vec<&Sample> {
     samples
         .iter()
@@ -454,12 +444,5 @@ mod tests {
         assert_eq!(most_at_once::<u32>(&[]), 0);
         assert_eq!(most_at_once(&[(0, 2), (2, 4), (4, 6)]), 1);
         assert_eq!(most_at_once(&[(0, 5), (1, 2), (1, 3), (4, 6)]), 3);
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(vec![]), 0.0);
     }
 }
